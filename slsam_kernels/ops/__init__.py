@@ -1,0 +1,93 @@
+"""One public function per fused operation, the same signature on every backend.
+
+Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.backends`)
+and runs that backend's implementation. Optimizers resolve once with :func:`bind` and call the
+bound functions, which skip the per-call validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .. import reference
+from . import backends
+from .bound import BoundOps, bind
+from .validation import check_lists, check_scales, common_device
+
+
+def grad_sqnorms(
+    grads: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor] | None = None,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Per-tensor squared L2 norms ``||g_i||^2`` (``||w_i * g_i||^2`` with ``weights``), fp32."""
+    check_lists(grads=grads, weights=weights)
+    if not grads:
+        return torch.zeros(0, dtype=torch.float32)
+    return bind(backend, common_device(grads)).grad_sqnorms(grads, weights)
+
+
+def perturb_(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    backups: Sequence[torch.Tensor],
+    scales: torch.Tensor,
+    adaptive: bool = False,
+    *,
+    backend: str = "auto",
+) -> None:
+    """Back up each ``w`` exactly, then ``w += scale_i * g`` (ASAM: ``scale_i * w^2 * g``)."""
+    check_lists(params=params, grads=grads, backups=backups)
+    if not params:
+        return
+    check_scales(scales, len(params), common_device(params))
+    bind(backend, common_device(params)).perturb_(params, grads, backups, scales, adaptive)
+
+
+def restore_(
+    params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor], *, backend: str = "auto"
+) -> None:
+    """Copy each backup back into its parameter, bit-exactly."""
+    check_lists(params=params, backups=backups)
+    if params:
+        bind(backend, common_device(params)).restore_(params, backups)
+
+
+def bandit_update(
+    probs: torch.Tensor,
+    active_norms: torch.Tensor,
+    active_idx: torch.Tensor,
+    budget: float,
+    lr: float = 1e-3,
+    p_min: float = 1e-3,
+) -> torch.Tensor:
+    """The SL-SAM bandit update (ALGORITHM.md step 5); returns the new probabilities."""
+    if probs.dim() != 1 or active_idx.dim() != 1 or active_norms.shape != active_idx.shape:
+        raise ValueError("probs, active_idx and active_norms must be 1-D, one norm per index")
+    if active_idx.numel() == 0:
+        raise ValueError("active_idx is empty: the bandit needs at least one active arm")
+    if not 0 < budget <= probs.numel():
+        raise ValueError(f"budget must be in (0, {probs.numel()}], got {budget}")
+    return reference.bandit_update(probs, active_norms, active_idx, budget, lr, p_min)
+
+
+def sample_active(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU."""
+    if probs.dim() != 1 or probs.numel() == 0:
+        raise ValueError("probs must be a non-empty 1-D tensor")
+    return reference.sample_active(probs, generator)
+
+
+__all__ = [
+    "BoundOps",
+    "backends",
+    "bandit_update",
+    "bind",
+    "grad_sqnorms",
+    "perturb_",
+    "restore_",
+    "sample_active",
+]

@@ -1,0 +1,41 @@
+"""A backend's operations, resolved once for a device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import backends
+
+
+@dataclass(frozen=True)
+class BoundOps:
+    """The operations of one resolved backend. Callers pass inputs they built consistently.
+
+    ``fused_restore_step(optimizer, params, backups) -> bool`` restores ``params`` from
+    ``backups`` and takes ``optimizer``'s step in one pass when the backend supports that
+    optimizer's configuration, returning True; otherwise it changes nothing and returns False.
+    """
+
+    name: str
+    grad_sqnorms: Callable[..., torch.Tensor]
+    perturb_: Callable[..., None]
+    restore_: Callable[..., None]
+    fused_restore_step: Callable[..., bool]
+
+
+def bind(backend: str, device: torch.device) -> BoundOps:
+    """Resolve ``backend`` for ``device`` and return its operations."""
+    name = backends.resolve(backend, device)
+    impl = backends.module(name)
+    fused = getattr(impl, "fused_restore_step", _no_fused_restore_step)
+    return BoundOps(name, impl.grad_sqnorms, impl.perturb_, impl.restore_, fused)
+
+
+def _no_fused_restore_step(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], backups: list[torch.Tensor]
+) -> bool:
+    """The fallback: the caller restores and lets ``optimizer`` step on its own."""
+    return False

@@ -1,0 +1,51 @@
+"""Input checks shared by the public ops: clear errors before any tensor is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def common_device(tensors: Sequence[torch.Tensor]) -> torch.device:
+    """The one device all ``tensors`` live on; ``ValueError`` if they are spread out."""
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        names = ", ".join(sorted(str(d) for d in devices))
+        raise ValueError(f"all tensors must be on one device, got {names}; move them with .to()")
+    return devices.pop()
+
+
+def check_lists(**lists: Sequence[torch.Tensor] | None) -> None:
+    """Check that the named tensor lists are lists of tensors of equal length and matching
+    shapes; lists named ``backups`` must also match the first list's dtypes."""
+    given = {name: seq for name, seq in lists.items() if seq is not None}
+    first_name, first = next(iter(given.items()))
+    for name, seq in given.items():
+        if isinstance(seq, torch.Tensor) or not all(isinstance(t, torch.Tensor) for t in seq):
+            raise TypeError(f"{name} must be a sequence of tensors")
+        if len(seq) != len(first):
+            raise ValueError(
+                f"{name} has {len(seq)} tensors but {first_name} has {len(first)}; "
+                "pass one per tensor"
+            )
+        for i, (a, b) in enumerate(zip(first, seq, strict=True)):
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"{name}[{i}] has shape {tuple(b.shape)}, {first_name}[{i}] has "
+                    f"{tuple(a.shape)}; they must match"
+                )
+            if name == "backups" and a.dtype != b.dtype:
+                raise TypeError(f"backups[{i}] must have dtype {a.dtype}, got {b.dtype}")
+    if given:
+        common_device([t for seq in given.values() for t in seq] or [torch.empty(0)])
+
+
+def check_scales(scales: torch.Tensor, count: int, device: torch.device) -> None:
+    """``scales`` must be an fp32 tensor with one entry per tensor, on ``device``."""
+    if not isinstance(scales, torch.Tensor) or scales.dtype != torch.float32:
+        raise TypeError("scales must be a float32 tensor with one entry per tensor")
+    if scales.shape != (count,):
+        raise ValueError(f"scales must have shape ({count},), got {tuple(scales.shape)}")
+    if scales.device != device:
+        raise ValueError(f"scales is on {scales.device} but the tensors are on {device}")

@@ -1,0 +1,215 @@
+"""The machinery every sharpness-aware optimizer here shares: the wrapped base optimizer, the
+ascent (first step), the exact restore and descent (second step), and checkpoints."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import ops
+from .backup import BackupArena
+from .checks import (
+    check_base_optimizer,
+    check_nonnegative_finite,
+    param_groups_of,
+)
+
+NORM_EPS = 1e-12
+WRAPPER_STATE_KEY = "sharpness_aware"
+
+
+@dataclass
+class _Perturbation:
+    """What first_step changed, kept until second_step undoes it."""
+
+    params: list[torch.Tensor]
+    backups: list[torch.Tensor]
+    grad_sqnorms: torch.Tensor  # first-pass ||g_i||^2 of ``params`` (fp32, on device)
+    ascent_norm: torch.Tensor  # G, the norm the ascent was normalised by
+
+
+class SharpnessAwareOptimizer(torch.optim.Optimizer):
+    """Base class: wraps ``base_optimizer`` around the same param groups and adds the SAM
+    ascent. Subclasses choose which tensors take part (``_ascent_params``) and what happens
+    after the descent (``_after_descent``)."""
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer],
+        *,
+        rho: float,
+        adaptive: bool,
+        backend: str,
+        **base_kwargs: Any,
+    ) -> None:
+        check_base_optimizer(base_optimizer)
+        check_nonnegative_finite("rho", rho)
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+        groups = param_groups_of(params)
+        for group in groups:
+            check_nonnegative_finite("rho", group.get("rho", rho))
+        device = groups[0]["params"][0].device
+        self._ops = ops.bind(backend, device)
+        self._check_groups(groups)
+        super().__init__(groups, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self._share_base_state()
+        self.defaults.update(self.base_optimizer.defaults)
+        self._backups = BackupArena()
+        self._perturbation: _Perturbation | None = None
+        self.last_step_skipped = False
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs this optimizer's operations."""
+        return self._ops.name
+
+    def _check_groups(self, groups: list[dict[str, Any]]) -> None:
+        """Hook for subclasses: reject param groups before anything is built."""
+
+    def _share_base_state(self) -> None:
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        """The (tensor, group) pairs the ascent perturbs: here, every tensor with a gradient."""
+        return [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Perturb the weights uphill, ``w <- w + rho * g / ||g||``, keeping an exact backup."""
+        if self._perturbation is not None:
+            raise RuntimeError("first_step() was called twice: call second_step() in between")
+        pairs = self._ascent_params()
+        if not pairs:
+            raise ValueError(
+                "no parameter has a gradient: call loss.backward() before first_step()"
+            )
+        params = [p for p, _ in pairs]
+        grads = [p.grad for p in params]
+        adaptive = [bool(g["adaptive"]) for _, g in pairs]
+        grad_sq = self._ops.grad_sqnorms(grads, None)
+        ascent_sq = grad_sq
+        if any(adaptive):
+            ascent_sq = grad_sq.clone()
+            idx = [i for i, a in enumerate(adaptive) if a]
+            ascent_sq[idx] = self._ops.grad_sqnorms(
+                [grads[i] for i in idx], [params[i] for i in idx]
+            )
+        ascent_norm = ascent_sq.sum().sqrt()
+        rhos = torch.tensor([g["rho"] for _, g in pairs], dtype=torch.float32)
+        scales = rhos.to(ascent_norm.device, non_blocking=True) / (ascent_norm + NORM_EPS)
+        backups = self._backups.views(params)
+        for flag in (False, True):
+            idx = [i for i, a in enumerate(adaptive) if a == flag]
+            if idx:
+                self._ops.perturb_(
+                    [params[i] for i in idx],
+                    [grads[i] for i in idx],
+                    [backups[i] for i in idx],
+                    scales[idx],
+                    flag,
+                )
+        self._perturbation = _Perturbation(params, backups, grad_sq, ascent_norm)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore the weights exactly, then let the base optimizer step with the gradient
+        taken at the perturbed point. A non-finite gradient in either pass skips the step."""
+        perturbation = self._perturbation
+        if perturbation is None:
+            raise RuntimeError("second_step() needs a first_step() before it")
+        took_step = self._gradients_finite(perturbation.ascent_norm)
+        fused = took_step and self._ops.fused_restore_step(
+            self.base_optimizer, perturbation.params, perturbation.backups
+        )
+        if not fused:
+            self._restore()
+            if took_step:
+                self.base_optimizer.step()
+        self._perturbation = None
+        self._after_descent(perturbation, took_step)
+        if zero_grad:
+            self.zero_grad()
+
+    def _restore(self) -> None:
+        if self._perturbation is not None:
+            self._ops.restore_(self._perturbation.params, self._perturbation.backups)
+            self._perturbation = None
+
+    def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
+        """Hook for subclasses, run after every second_step."""
+
+    def _gradients_finite(self, ascent_norm: torch.Tensor | None = None) -> bool:
+        """True when every gradient (and the ascent norm) is finite; else warn and record a
+        skipped step. One host sync."""
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        finite = torch.isfinite(self._ops.grad_sqnorms(grads, None).sum()) if grads else None
+        if ascent_norm is not None:
+            ascent_ok = torch.isfinite(ascent_norm)
+            finite = ascent_ok if finite is None else finite & ascent_ok
+        self.last_step_skipped = finite is not None and not bool(finite)
+        if self.last_step_skipped:
+            warnings.warn(
+                f"{type(self).__name__}: a gradient held inf or NaN, so this step was skipped; "
+                "the weights and optimizer state are as they were before it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return not self.last_step_skipped
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One full step. Call ``loss.backward()`` first; ``closure`` must recompute the loss
+        and call ``backward()`` (at the perturbed weights). Returns the closure's result."""
+        if closure is None:
+            raise ValueError(
+                f"{type(self).__name__}.step() needs a closure that recomputes the loss and "
+                "calls loss.backward(); or call first_step() and second_step() yourself"
+            )
+        return self._sam_step(closure)
+
+    def _sam_step(self, closure: Callable[[], Any]) -> Any:
+        self.first_step(zero_grad=True)
+        try:
+            with torch.enable_grad():
+                loss = closure()
+        except BaseException:
+            self._restore()
+            raise
+        self.second_step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict, plus this wrapper's own state under
+        ``"sharpness_aware"``."""
+        state = self.base_optimizer.state_dict()
+        state[WRAPPER_STATE_KEY] = self._wrapper_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a dict made by :meth:`state_dict` (or a plain base optimizer state dict)."""
+        if self._perturbation is not None:
+            raise RuntimeError("load_state_dict() between first_step() and second_step()")
+        wrapper_state = state_dict.get(WRAPPER_STATE_KEY, {})
+        self._check_wrapper_state(wrapper_state)
+        base_state = {k: v for k, v in state_dict.items() if k != WRAPPER_STATE_KEY}
+        self.base_optimizer.load_state_dict(base_state)
+        self._share_base_state()
+        self._load_wrapper_state(wrapper_state)
+
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {}
+
+    def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        """Hook for subclasses: reject a foreign state before anything is loaded."""
+
+    def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        """Hook for subclasses."""

@@ -1,0 +1,82 @@
+"""Constructor argument checks: each error names the fix, and runs before anything changes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def check_base_optimizer(base_optimizer: Any) -> None:
+    """The base optimizer must be a ``torch.optim.Optimizer`` subclass (the class, not an
+    instance)."""
+    if isinstance(base_optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "base_optimizer must be an optimizer class such as torch.optim.AdamW, not an "
+            "instance; pass its keyword arguments (lr=..., ...) to this constructor"
+        )
+    if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer)):
+        raise TypeError(
+            f"base_optimizer must be a torch.optim.Optimizer subclass such as "
+            f"torch.optim.AdamW, got {base_optimizer!r}"
+        )
+
+
+def check_nonnegative_finite(name: str, value: Any) -> None:
+    """``value`` must be a real number, finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+
+
+def check_unit_interval(name: str, value: Any, *, include_zero: bool) -> None:
+    """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false)."""
+    check_nonnegative_finite(name, value)
+    low_ok = value >= 0 if include_zero else value > 0
+    if not (low_ok and value <= 1):
+        interval = "[0, 1]" if include_zero else "(0, 1]"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+def check_seed(seed: Any) -> None:
+    """``seed`` must be None or an int."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+
+
+def param_groups_of(params: Any) -> list[dict[str, Any]]:
+    """Materialise ``params`` (tensors or param-group dicts) and check it is non-empty and on
+    one device."""
+    if isinstance(params, torch.Tensor):
+        raise TypeError("params must be an iterable of tensors or dicts, e.g. model.parameters()")
+    groups = list(params)
+    if not groups:
+        raise ValueError("params is empty: pass model.parameters() or a list of param groups")
+    if not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    groups = [dict(g, params=_tensor_list(g.get("params"))) for g in groups]
+    tensors = [p for g in groups for p in g["params"]]
+    if not tensors:
+        raise ValueError("params holds no tensors: pass model.parameters() or param groups")
+    devices = {p.device for p in tensors}
+    if len(devices) > 1:
+        names = ", ".join(sorted(str(d) for d in devices))
+        raise ValueError(
+            f"parameters are on several devices ({names}); build one optimizer per device "
+            "or move the model with model.to(device) first"
+        )
+    return groups
+
+
+def _tensor_list(params: Any) -> list[torch.Tensor]:
+    if isinstance(params, torch.Tensor):
+        return [params]
+    if params is None:
+        raise ValueError("a param group needs a 'params' entry")
+    tensors = list(params)
+    for p in tensors:
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"params must hold tensors, got {type(p).__name__}")
+    return tensors

@@ -1,0 +1,83 @@
+"""RST: randomized sharpness-aware training (Zhao et al. 2022), the SL-SAM paper's baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .base import SharpnessAwareOptimizer
+from .checks import check_seed, check_unit_interval
+from .rng import check_generator_state, make_generator
+
+
+class RST(SharpnessAwareOptimizer):
+    """Each step is a full SAM step with probability ``sam_prob``, else a plain base step.
+
+    Args:
+        params, base_optimizer, rho, backend, **base_kwargs: as for :class:`SAM`.
+        sam_prob: probability of a SAM step, or a callable ``step_index -> probability``
+            (G-RST schedules); ``step_index`` counts calls of :meth:`step` from 0.
+        seed: seeds the coin flips; None draws a fresh seed.
+
+    On a plain step the closure is not called and :meth:`step` returns None.
+    ``last_step_was_sam`` tells which kind the last step was.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer],
+        rho: float = 0.05,
+        sam_prob: float | Callable[[int], float] = 0.5,
+        seed: int | None = None,
+        backend: str = "auto",
+        **base_kwargs: Any,
+    ) -> None:
+        if not callable(sam_prob):
+            check_unit_interval("sam_prob", sam_prob, include_zero=True)
+        check_seed(seed)
+        super().__init__(
+            params, base_optimizer, rho=rho, adaptive=False, backend=backend, **base_kwargs
+        )
+        self.sam_prob = sam_prob
+        self.step_index = 0
+        self.last_step_was_sam: bool | None = None
+        self._generator = make_generator(seed)
+
+    def _current_sam_prob(self) -> float:
+        if not callable(self.sam_prob):
+            return float(self.sam_prob)
+        value = self.sam_prob(self.step_index)
+        check_unit_interval(f"sam_prob({self.step_index})", value, include_zero=True)
+        return float(value)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Flip the coin; on heads run a SAM step with ``closure``, else a plain base step."""
+        if closure is None:
+            return super().step(closure)
+        sam_prob = self._current_sam_prob()
+        coin = torch.rand((), dtype=torch.float64, generator=self._generator).item()
+        self.last_step_was_sam = coin < sam_prob
+        if self.last_step_was_sam:
+            loss = self._sam_step(closure)
+        else:
+            loss = None
+            with torch.no_grad():
+                if self._gradients_finite():
+                    self.base_optimizer.step()
+        self.step_index += 1
+        return loss
+
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {"step_index": self.step_index, "generator": self._generator.get_state()}
+
+    def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        if wrapper_state:
+            check_generator_state(wrapper_state.get("generator"), "RST")
+
+    def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        if wrapper_state:
+            self.step_index = int(wrapper_state["step_index"])
+            self._generator.set_state(wrapper_state["generator"])

@@ -1,0 +1,44 @@
+"""SAM and ASAM (Foret et al. 2021; Kwon et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import SharpnessAwareOptimizer
+
+
+class SAM(SharpnessAwareOptimizer):
+    """Sharpness-aware minimization around any ``torch.optim`` base optimizer.
+
+    Drop-in for the davda54/sam interface::
+
+        opt = SAM(model.parameters(), torch.optim.AdamW, rho=0.05, lr=1e-3)
+        loss_fn(model(x), y).backward()
+        opt.step(lambda: loss_fn(model(x), y).backward())   # or first_step / second_step
+        opt.zero_grad()
+
+    Args:
+        params: tensors or param groups (a group may set its own ``rho`` and ``adaptive``).
+        base_optimizer: the optimizer class that takes the descent step, e.g.
+            ``torch.optim.AdamW``; it shares this optimizer's param groups, so LR schedulers
+            can be attached to the wrapper.
+        rho: the ascent radius.
+        adaptive: ASAM: scale the ascent element-wise by ``w^2``.
+        backend: ``"auto"`` or a backend name (see ``python -m slsam_kernels info``).
+        **base_kwargs: passed to ``base_optimizer``.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer],
+        rho: float = 0.05,
+        adaptive: bool = False,
+        backend: str = "auto",
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            params, base_optimizer, rho=rho, adaptive=adaptive, backend=backend, **base_kwargs
+        )

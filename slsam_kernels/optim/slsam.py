@@ -1,0 +1,166 @@
+"""SL-SAM: sparse layer SAM (arXiv 2602.09395), as ``shared/ALGORITHM.md`` states it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import ops
+from .base import SharpnessAwareOptimizer, _Perturbation
+from .checks import check_nonnegative_finite, check_seed, check_unit_interval
+from .rng import check_generator_state, make_generator
+
+
+class SLSAM(SharpnessAwareOptimizer):
+    """SAM on a bandit-sampled subset of the parameter tensors ("arms").
+
+    Every tensor that requires grad when the optimizer is built is an arm; tensors frozen
+    before then are never arms and are never unfrozen. Each step only the active arms require
+    grad, are perturbed and are updated; inactive arms keep ``grad=None``, so the base
+    optimizer leaves them (and their state) untouched. After the descent the EXP3-style bandit
+    updates the keep-probabilities from the first-pass gradient norms and the next active set
+    is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave the same.
+
+    Args:
+        params, base_optimizer, rho, adaptive, backend, **base_kwargs: as for :class:`SAM`.
+        sample_ratio: ``s``, the expected fraction of arms active (budget ``B = s * N``).
+        bandit_lr: the bandit learning rate ``alpha``.
+        p_min: the probability floor in the bandit's reward.
+        seed: seeds the draws; None draws a fresh seed.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer],
+        rho: float = 0.05,
+        sample_ratio: float = 0.5,
+        bandit_lr: float = 1e-3,
+        p_min: float = 1e-3,
+        adaptive: bool = False,
+        seed: int | None = None,
+        backend: str = "auto",
+        **base_kwargs: Any,
+    ) -> None:
+        check_unit_interval("sample_ratio", sample_ratio, include_zero=False)
+        check_nonnegative_finite("bandit_lr", bandit_lr)
+        check_unit_interval("p_min", p_min, include_zero=False)
+        check_seed(seed)
+        super().__init__(
+            params, base_optimizer, rho=rho, adaptive=adaptive, backend=backend, **base_kwargs
+        )
+        self.sample_ratio = float(sample_ratio)
+        self.bandit_lr = float(bandit_lr)
+        self.p_min = float(p_min)
+        self.arms = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        self._arm_index = {p: i for i, p in enumerate(self.arms)}
+        self._arm_numels = torch.tensor([p.numel() for p in self.arms], dtype=torch.float64)
+        self.budget = self.sample_ratio * len(self.arms)
+        self._probs = torch.full((len(self.arms),), self.sample_ratio, dtype=torch.float32)
+        self._generator = make_generator(seed)
+        self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
+        self.sample()
+
+    def _check_groups(self, groups: list[dict[str, Any]]) -> None:
+        if not any(p.requires_grad for g in groups for p in g["params"]):
+            raise ValueError(
+                "no parameter requires grad, so SL-SAM has no arms: unfreeze the tensors to "
+                "train before building the optimizer"
+            )
+
+    @property
+    def num_arms(self) -> int:
+        """N, the number of arms."""
+        return len(self.arms)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """The keep-probabilities, fp32, one per arm (a copy)."""
+        return self._probs.clone()
+
+    @property
+    def active_mask(self) -> torch.Tensor:
+        """The current active set, a bool tensor with one entry per arm (a copy)."""
+        return self._active_mask.clone()
+
+    @property
+    def active_param_fraction(self) -> float:
+        """Fraction of the arms' parameter elements that are active now."""
+        total = self._arm_numels.sum()
+        return float(self._arm_numels[self._active_mask].sum() / total) if total > 0 else 1.0
+
+    def sample(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw a new active set, or impose ``mask`` (bool, one entry per arm in param-group
+        order), and set ``requires_grad`` to match. Inactive arms lose any stale ``.grad``.
+        Returns the active mask."""
+        if self._perturbation is not None:
+            raise RuntimeError("sample() between first_step() and second_step(): finish the step")
+        if mask is None:
+            mask = ops.sample_active(self._probs, self._generator)
+        else:
+            mask = self._checked_mask(mask)
+        for arm, active in zip(self.arms, mask.tolist(), strict=True):
+            arm.requires_grad_(active)
+            if not active:
+                arm.grad = None
+        self._active_mask = mask.clone()
+        return mask.clone()
+
+    def _checked_mask(self, mask: Any) -> torch.Tensor:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a torch.bool tensor with one entry per arm")
+        if mask.shape != (self.num_arms,):
+            raise ValueError(
+                f"mask must have shape ({self.num_arms},), one entry per arm, "
+                f"got {tuple(mask.shape)}"
+            )
+        mask = mask.detach().cpu()
+        if not bool(mask.any()):
+            raise ValueError("mask selects no arm: at least one arm must be active")
+        return mask
+
+    def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        return [
+            (p, g)
+            for g in self.param_groups
+            for p in g["params"]
+            if p.grad is not None and p.requires_grad
+        ]
+
+    def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
+        if took_step:
+            self._update_bandit(perturbation)
+        self.sample()
+
+    def _update_bandit(self, perturbation: _Perturbation) -> None:
+        active_idx = self._active_mask.nonzero().squeeze(1)
+        position = {int(arm): j for j, arm in enumerate(active_idx)}
+        # An active arm that got no gradient (unused in the forward) counts as norm 0.
+        norms = torch.zeros(len(active_idx), dtype=torch.float32)
+        where = [position[self._arm_index[p]] for p in perturbation.params]
+        norms[where] = perturbation.grad_sqnorms.sqrt().cpu()
+        self._probs = ops.bandit_update(
+            self._probs, norms, active_idx, self.budget, self.bandit_lr, self.p_min
+        )
+
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {
+            "probs": self._probs.clone(),
+            "active_mask": self._active_mask.clone(),
+            "generator": self._generator.get_state(),
+        }
+
+    def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        probs = wrapper_state.get("probs")
+        if not isinstance(probs, torch.Tensor) or probs.shape != (self.num_arms,):
+            raise ValueError(
+                f"this state dict is not from an SLSAM over the same {self.num_arms} arms"
+            )
+        self._checked_mask(wrapper_state.get("active_mask"))
+        check_generator_state(wrapper_state.get("generator"), "SLSAM")
+
+    def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        self._probs = wrapper_state["probs"].detach().to("cpu", torch.float32).clone()
+        self._generator.set_state(wrapper_state["generator"])
+        self.sample(wrapper_state["active_mask"])
