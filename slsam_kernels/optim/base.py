@@ -70,6 +70,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         """The backend that runs this optimizer's operations."""
         return self._ops.name
 
+    @property
+    def backup_nbytes(self) -> int:
+        """Bytes held for weight backups (grows to the largest set perturbed so far)."""
+        return self._backups.nbytes
+
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Hook for subclasses: reject param groups before anything is built."""
 

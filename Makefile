@@ -1,0 +1,30 @@
+# Set-up and everyday tasks. `make demo` and `make test` each work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := dataset-fashion-mnist
+
+.PHONY: setup data demo test lint bench
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+data:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || apt-get install -y -q $(APT_PACKAGES) \
+		|| (apt-get update -q && apt-get install -y -q $(APT_PACKAGES))
+
+demo: setup data
+	$(PY) -m slsam_kernels demo
+
+test: setup data
+	$(PY) -m pytest python_tests -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
