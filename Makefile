@@ -8,7 +8,7 @@ APT_PACKAGES := dataset-fashion-mnist
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo]"

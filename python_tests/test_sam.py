@@ -1,5 +1,7 @@
 """SAM and ASAM follow the davda54/sam algorithm, written out independently here."""
 
+import warnings
+
 import pytest
 import torch
 from builders import loss_of, make_batches, make_model, train
@@ -86,6 +88,21 @@ def test_param_groups_are_shared_so_schedulers_drive_the_base_optimizer():
     opt.step(lambda: loss_of(model, batch).backward())
     scheduler.step()
     assert [g["lr"] for g in opt.base_optimizer.param_groups] == [0.5, 0.5]
+
+
+def test_manual_path_does_not_trip_the_scheduler_order_warning():
+    model = make_model()
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    batch = make_batches(1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_of(model, batch).backward()
+        opt.first_step(zero_grad=True)
+        loss_of(model, batch).backward()
+        opt.second_step(zero_grad=True)
+        scheduler.step()
+    assert opt.param_groups[0]["lr"] == 0.5
 
 
 def test_closure_error_restores_weights():

@@ -142,3 +142,11 @@ def test_foreign_state_dict_is_rejected_before_loading():
     with pytest.raises(ValueError, match="same 3 arms"):
         other.load_state_dict(opt.state_dict())
     assert other.param_groups[0]["lr"] == 5.0
+
+
+def test_slsam_rejects_new_param_groups_after_construction():
+    model = make_model()
+    opt = SLSAM(list(model.parameters())[:4], torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match="create a new SLSAM"):
+        opt.add_param_group({"params": list(model.parameters())[4:]})
+    assert len(opt.param_groups) == 1 and opt.num_arms == 4

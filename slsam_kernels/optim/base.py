@@ -141,6 +141,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             if took_step:
                 self.base_optimizer.step()
         self._perturbation = None
+        # torch's LR schedulers warn unless this flag is set, and only step() sets it; the
+        # manual first_step/second_step path takes a step too.
+        self._opt_called = True
         self._after_descent(perturbation, took_step)
         if zero_grad:
             self.zero_grad()

@@ -69,6 +69,15 @@ class SLSAM(SharpnessAwareOptimizer):
                 "train before building the optimizer"
             )
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Allowed only while the optimizer is being built: the arms are fixed after that."""
+        if hasattr(self, "arms"):
+            raise ValueError(
+                "SLSAM's arms are fixed when it is built: create a new SLSAM over all the "
+                "parameter groups instead of adding one"
+            )
+        super().add_param_group(param_group)
+
     @property
     def num_arms(self) -> int:
         """N, the number of arms."""
