@@ -1,0 +1,56 @@
+"""Triton backend: every per-step operation as fused multi-tensor kernels.
+
+Runs on CUDA tensors, and on CPU tensors only under ``TRITON_INTERPRET=1`` (triton's
+interpreter: exact but slow, meant for tests). Imports without triton installed; then
+``UNAVAILABLE_REASON`` says why the backend cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+
+def _interpreting() -> bool:
+    import triton
+
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _unavailable_reason() -> str:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'slsam_kernels[triton]')"
+    if _interpreting() or torch.cuda.is_available():
+        return ""
+    return (
+        "no CUDA device, and TRITON_INTERPRET is not 1 (triton runs CPU tensors only in its "
+        "interpreter, which is slow and meant for tests)"
+    )
+
+
+UNAVAILABLE_REASON = _unavailable_reason()
+DEVICE_TYPES: tuple[str, ...] = ()
+
+if not UNAVAILABLE_REASON:
+    DEVICE_TYPES = ("cuda", "cpu") if _interpreting() else ("cuda",)
+
+    from .fused_step import fused_restore_step
+    from .norms import grad_sqnorms
+    from .perturb import perturb_
+    from .restore import restore_
+
+    __all__ = [
+        "DEVICE_TYPES",
+        "UNAVAILABLE_REASON",
+        "bandit_update",
+        "fused_restore_step",
+        "grad_sqnorms",
+        "perturb_",
+        "restore_",
+        "sample_active",
+    ]
