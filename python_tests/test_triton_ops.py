@@ -150,6 +150,8 @@ ALLOWED_CONSTEXPRS = {
     "MOMENTUM",
     "NUM_COEFS",
     "NUM_ROLES",
+    "PROB_FLOOR",
+    "SUM_FLOOR",
 }
 
 

@@ -7,15 +7,13 @@ interpreter: exact but slow, meant for tests). Imports without triton installed;
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from types import ModuleType
 
 import torch
 
 
-def _interpreting() -> bool:
-    import triton
-
+def _interpreting(triton: ModuleType) -> bool:
     knobs = getattr(triton, "knobs", None)
     if knobs is not None:
         return bool(knobs.runtime.interpret)
@@ -23,9 +21,11 @@ def _interpreting() -> bool:
 
 
 def _unavailable_reason() -> str:
-    if importlib.util.find_spec("triton") is None:
+    try:
+        import triton
+    except ImportError:
         return "triton is not installed (pip install 'slsam_kernels[triton]')"
-    if _interpreting() or torch.cuda.is_available():
+    if _interpreting(triton) or torch.cuda.is_available():
         return ""
     return (
         "no CUDA device, and TRITON_INTERPRET is not 1 (triton runs CPU tensors only in its "
@@ -37,8 +37,11 @@ UNAVAILABLE_REASON = _unavailable_reason()
 DEVICE_TYPES: tuple[str, ...] = ()
 
 if not UNAVAILABLE_REASON:
-    DEVICE_TYPES = ("cuda", "cpu") if _interpreting() else ("cuda",)
+    import triton
 
+    DEVICE_TYPES = ("cuda", "cpu") if _interpreting(triton) else ("cuda",)
+
+    from .bandit import bandit_update, sample_active
     from .fused_step import fused_restore_step
     from .norms import grad_sqnorms
     from .perturb import perturb_
