@@ -93,6 +93,28 @@ def test_perturb_non_contiguous_params() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_unaligned_views_take_the_unhinted_path() -> None:
+    """Views at odd offsets of one buffer cannot promise 16-element alignment; the table says
+    so, and the results stay exact."""
+    from slsam_kernels.triton import _tables
+
+    separate = [torch.randn(10, device=DEVICE) for _ in range(3)]
+    assert _tables.build([separate], [0, 1, 2], 16384).aligned
+    flat = torch.randn(5000, device=DEVICE)
+    params = [flat[1:1026], flat[1030:3079]]
+    assert not _tables.build([params], [0, 1], 16384).aligned
+    original = [w.clone() for w in params]
+    grads = [torch.randn_like(w) for w in params]
+    scales = torch.rand(2, device=DEVICE)
+    want = [w.clone() for w in params]
+    reference.perturb_(want, grads, [torch.empty_like(w) for w in params], scales, False)
+    backups = _nan_like(params)
+    triton_backend.perturb_(params, grads, backups, scales, False)
+    torch.testing.assert_close(params, want, rtol=0, atol=0)
+    triton_backend.restore_(params, backups)
+    assert all(torch.equal(w, o) for w, o in zip(params, original, strict=True))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_restore_is_bit_exact(dtype: torch.dtype) -> None:
     backups = [torch.randn(n, device=DEVICE).to(dtype) for n in SIZES]
@@ -136,6 +158,7 @@ def test_offsets_beyond_int32_reach_their_tensors() -> None:
         table.stride,
         table.items,
         table.item_stride,
+        ALIGNED=False,
         CHUNK=16384,
         BLOCK=1024,
     )
@@ -146,6 +169,7 @@ ALLOWED_CONSTEXPRS = {
     "BLOCK",
     "CHUNK",
     "ADAPTIVE",
+    "ALIGNED",
     "WEIGHTED",
     "MOMENTUM",
     "NUM_COEFS",

@@ -6,6 +6,11 @@ kernel reaches tensor ``t`` at ``base + offset[t]`` with 64-bit arithmetic; size
 runtime data, so one compiled kernel serves every shape. Work is split into items of at most
 ``chunk`` elements; item ``k`` covers ``[start_k, start_k + chunk)`` of tensor ``tensor_k``.
 
+Inside an item, whole blocks run unmasked and only the tail is masked; with ``aligned`` (every
+offset a multiple of 16 elements, as separate allocations and the backup arena give) the
+kernel may promise that alignment, so together with triton's 16-byte specialisation of the
+base pointers the unmasked blocks compile to vector loads and stores.
+
 Table layout (int64, rows padded to a multiple of 16 entries so every row pointer has the
 same alignment and triton never specialises on it):
 
@@ -28,6 +33,7 @@ import triton
 import triton.language as tl
 
 _ROW_ALIGN = 16
+_ALIGN_ELEMENTS = 16
 # Tables are rebuilt only when pointers or sizes change; steady-state training hits the cache
 # because the caching allocator hands the same blocks back every step.
 _CACHE_SIZE = 64
@@ -44,6 +50,7 @@ class TensorTable:
     item_stride: int
     num_tensors: int
     num_items: int
+    aligned: bool
 
 
 def _padded(length: int) -> int:
@@ -79,6 +86,7 @@ def build(
     for r, (role, ptrs) in enumerate(zip(roles, pointers, strict=True)):
         size = role[0].element_size()
         host[r, :n] = (torch.tensor(ptrs, dtype=torch.int64) - ptrs[0]) // size
+    aligned = bool((host[: len(roles), :n] % _ALIGN_ELEMENTS == 0).all())
     sizes = torch.tensor(numels, dtype=torch.int64)
     counts = (sizes + chunk - 1) // chunk
     first = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
@@ -97,6 +105,7 @@ def build(
         item_stride,
         n,
         m,
+        aligned,
     )
     _cache[key] = built
     if len(_cache) > _CACHE_SIZE:
@@ -105,20 +114,32 @@ def build(
 
 
 @triton.jit
-def work_item(table, stride, items, item_stride, NUM_ROLES: tl.constexpr, CHUNK: tl.constexpr):
-    """This program's work item: (tensor index, first element, end element)."""
+def work_item(
+    table,
+    stride,
+    items,
+    item_stride,
+    NUM_ROLES: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """This program's work item: (tensor index, first element, end of its whole blocks,
+    end element)."""
     pid = tl.program_id(0).to(tl.int64)
     t = tl.load(items + pid)
-    start = tl.load(items + item_stride + pid)
+    start = tl.multiple_of(tl.load(items + item_stride + pid), CHUNK)
     end = tl.minimum(start + CHUNK, tl.load(table + NUM_ROLES * stride + t))
-    return t, start, end
+    return t, start, start + (end - start) // BLOCK * BLOCK, end
 
 
 @triton.jit
-def tensor_ptr(base, table, stride, t, role: tl.constexpr):
+def tensor_ptr(base, table, stride, t, role: tl.constexpr, ALIGNED: tl.constexpr):
     """Pointer to the first element of tensor ``t`` of ``role`` (whose first tensor is
     ``base``)."""
-    return base + tl.load(table + role * stride + t)
+    offset = tl.load(table + role * stride + t)
+    if ALIGNED:
+        offset = tl.multiple_of(offset, 16)
+    return base + offset
 
 
 @triton.jit
@@ -137,7 +158,7 @@ def launch(
 ) -> None:
     """Launch an elementwise multi-tensor ``kernel`` once per dtype group of ``lists`` (its
     roles, contiguous tensors). The kernel takes the role bases, ``table, stride, items,
-    item_stride``, then ``args`` and the ``CHUNK`` and other compile-time ``constexprs``."""
+    item_stride``, then ``args``, ``ALIGNED``, ``CHUNK`` and the other ``constexprs``."""
     for group in dtype_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = build(roles, [positions[i] for i in group], chunk)
@@ -148,6 +169,7 @@ def launch(
             table.items,
             table.item_stride,
             *args,
+            ALIGNED=table.aligned,
             CHUNK=chunk,
             **constexprs,
         )

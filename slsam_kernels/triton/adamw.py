@@ -22,6 +22,37 @@ _OFF_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable", "fused")
 
 
 @triton.jit
+def _adamw_block(
+    w_ptr,
+    b_ptr,
+    g_ptr,
+    m_ptr,
+    v_ptr,
+    offs,
+    mask,
+    decay,
+    lerp_weight,
+    beta2,
+    one_minus_beta2,
+    step_size,
+    bias_correction2_sqrt,
+    eps,
+):
+    w = tl.load(b_ptr + offs, mask=mask).to(tl.float32) * decay
+    g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
+    m = tl.load(m_ptr + offs, mask=mask).to(tl.float32)
+    v = tl.load(v_ptr + offs, mask=mask).to(tl.float32)
+    m = m + lerp_weight * (g - m)
+    v = v * beta2 + one_minus_beta2 * g * g
+    # IEEE sqrt and division as torch's; plain sqrt and / may lower to approximations
+    denom = tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps
+    w = w - step_size * tl.div_rn(m, denom)
+    tl.store(w_ptr + offs, round_to(w, w_ptr.dtype.element_ty), mask=mask)
+    tl.store(m_ptr + offs, round_to(m, m_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_ptr + offs, round_to(v, v_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _adamw_kernel(
     w_base,
     b_base,
@@ -34,15 +65,16 @@ def _adamw_kernel(
     item_stride,
     coefs,
     NUM_COEFS: tl.constexpr,
+    ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    t, start, end = work_item(table, stride, items, item_stride, 5, CHUNK)
-    w_ptr = tensor_ptr(w_base, table, stride, t, 0)
-    b_ptr = tensor_ptr(b_base, table, stride, t, 1)
-    g_ptr = tensor_ptr(g_base, table, stride, t, 2)
-    m_ptr = tensor_ptr(m_base, table, stride, t, 3)
-    v_ptr = tensor_ptr(v_base, table, stride, t, 4)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, 5, CHUNK, BLOCK)
+    w_ptr = tensor_ptr(w_base, table, stride, t, 0, ALIGNED)
+    b_ptr = tensor_ptr(b_base, table, stride, t, 1, ALIGNED)
+    g_ptr = tensor_ptr(g_base, table, stride, t, 2, ALIGNED)
+    m_ptr = tensor_ptr(m_base, table, stride, t, 3, ALIGNED)
+    v_ptr = tensor_ptr(v_base, table, stride, t, 4, ALIGNED)
     c = coefs + position(table, stride, t, 5) * NUM_COEFS
     decay = tl.load(c)
     lerp_weight = tl.load(c + 1)
@@ -51,21 +83,42 @@ def _adamw_kernel(
     step_size = tl.load(c + 4)
     bias_correction2_sqrt = tl.load(c + 5)
     eps = tl.load(c + 6)
-    for first in range(start, end, BLOCK):
-        offs = first + tl.arange(0, BLOCK)
-        mask = offs < end
-        w = tl.load(b_ptr + offs, mask=mask).to(tl.float32) * decay
-        g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
-        m = tl.load(m_ptr + offs, mask=mask).to(tl.float32)
-        v = tl.load(v_ptr + offs, mask=mask).to(tl.float32)
-        m = m + lerp_weight * (g - m)
-        v = v * beta2 + one_minus_beta2 * g * g
-        # IEEE sqrt and division as torch's; plain sqrt and / may lower to approximations
-        denom = tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps
-        w = w - step_size * tl.div_rn(m, denom)
-        tl.store(w_ptr + offs, round_to(w, w_ptr.dtype.element_ty), mask=mask)
-        tl.store(m_ptr + offs, round_to(m, m_ptr.dtype.element_ty), mask=mask)
-        tl.store(v_ptr + offs, round_to(v, v_ptr.dtype.element_ty), mask=mask)
+    for first in range(start, full_end, BLOCK):
+        offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
+        _adamw_block(
+            w_ptr,
+            b_ptr,
+            g_ptr,
+            m_ptr,
+            v_ptr,
+            offs,
+            None,
+            decay,
+            lerp_weight,
+            beta2,
+            one_minus_beta2,
+            step_size,
+            bias_correction2_sqrt,
+            eps,
+        )
+    if full_end < end:
+        offs = full_end + tl.arange(0, BLOCK)
+        _adamw_block(
+            w_ptr,
+            b_ptr,
+            g_ptr,
+            m_ptr,
+            v_ptr,
+            offs,
+            offs < end,
+            decay,
+            lerp_weight,
+            beta2,
+            one_minus_beta2,
+            step_size,
+            bias_correction2_sqrt,
+            eps,
+        )
 
 
 def _is_float(value: Any) -> bool:

@@ -10,11 +10,19 @@ import triton
 import triton.language as tl
 
 from . import _tables
-from ._tables import tensor_ptr, work_item
+from ._tables import position, tensor_ptr, work_item
 
 _BLOCK = 1024
 _CHUNK = 16 * _BLOCK
 _SUM_BLOCK = 128
+
+
+@triton.jit
+def _squares(g_ptr, w_ptr, offs, mask, other, WEIGHTED: tl.constexpr):
+    x = tl.load(g_ptr + offs, mask=mask, other=other).to(tl.float32)
+    if WEIGHTED:
+        x = x * tl.load(w_ptr + offs, mask=mask, other=other).to(tl.float32)
+    return x * x
 
 
 @triton.jit
@@ -27,22 +35,22 @@ def _partials_kernel(
     item_stride,
     partials,
     WEIGHTED: tl.constexpr,
+    ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     num_roles: tl.constexpr = 2 if WEIGHTED else 1
-    t, start, end = work_item(table, stride, items, item_stride, num_roles, CHUNK)
-    g_ptr = tensor_ptr(g_base, table, stride, t, 0)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, num_roles, CHUNK, BLOCK)
+    g_ptr = tensor_ptr(g_base, table, stride, t, 0, ALIGNED)
+    w_ptr = tensor_ptr(w_base, table, stride, t, num_roles - 1, ALIGNED)
     # fp32 accumulate: bf16 sums lose 3 digits over 1M elements
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for first in range(start, end, BLOCK):
-        offs = first + tl.arange(0, BLOCK)
-        mask = offs < end
-        x = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if WEIGHTED:
-            w_ptr = tensor_ptr(w_base, table, stride, t, 1)
-            x = x * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        acc += x * x
+    for first in range(start, full_end, BLOCK):
+        offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
+        acc += _squares(g_ptr, w_ptr, offs, None, None, WEIGHTED)
+    if full_end < end:
+        offs = full_end + tl.arange(0, BLOCK)
+        acc += _squares(g_ptr, w_ptr, offs, offs < end, 0.0, WEIGHTED)
     tl.store(partials + tl.program_id(0).to(tl.int64), tl.sum(acc, axis=0))
 
 
@@ -57,7 +65,7 @@ def _sum_partials_kernel(
     for k in range(first, last, BLOCK):
         offs = k + tl.arange(0, BLOCK)
         acc += tl.load(partials + offs, mask=offs < last, other=0.0)
-    tl.store(out + tl.load(table + (NUM_ROLES + 1) * stride + t), tl.sum(acc, axis=0))
+    tl.store(out + position(table, stride, t, NUM_ROLES), tl.sum(acc, axis=0))
 
 
 def grad_sqnorms(
@@ -84,6 +92,7 @@ def grad_sqnorms(
             table.item_stride,
             partials,
             WEIGHTED=weights is not None,
+            ALIGNED=table.aligned,
             CHUNK=_CHUNK,
             BLOCK=_BLOCK,
         )

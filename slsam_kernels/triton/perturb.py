@@ -19,6 +19,17 @@ _CHUNK = 16 * _BLOCK
 
 
 @triton.jit
+def _perturb_block(w_ptr, g_ptr, b_ptr, offs, mask, scale, ADAPTIVE: tl.constexpr):
+    w = tl.load(w_ptr + offs, mask=mask)
+    tl.store(b_ptr + offs, w, mask=mask)
+    w32 = w.to(tl.float32)
+    e = scale * tl.load(g_ptr + offs, mask=mask).to(tl.float32)
+    if ADAPTIVE:
+        e = e * w32 * w32
+    tl.store(w_ptr + offs, round_to(w32 + e, w.dtype), mask=mask)
+
+
+@triton.jit
 def _perturb_kernel(
     w_base,
     g_base,
@@ -29,24 +40,21 @@ def _perturb_kernel(
     item_stride,
     scales,
     ADAPTIVE: tl.constexpr,
+    ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    t, start, end = work_item(table, stride, items, item_stride, 3, CHUNK)
-    w_ptr = tensor_ptr(w_base, table, stride, t, 0)
-    g_ptr = tensor_ptr(g_base, table, stride, t, 1)
-    b_ptr = tensor_ptr(b_base, table, stride, t, 2)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, 3, CHUNK, BLOCK)
+    w_ptr = tensor_ptr(w_base, table, stride, t, 0, ALIGNED)
+    g_ptr = tensor_ptr(g_base, table, stride, t, 1, ALIGNED)
+    b_ptr = tensor_ptr(b_base, table, stride, t, 2, ALIGNED)
     scale = tl.load(scales + position(table, stride, t, 3))
-    for first in range(start, end, BLOCK):
-        offs = first + tl.arange(0, BLOCK)
-        mask = offs < end
-        w = tl.load(w_ptr + offs, mask=mask)
-        tl.store(b_ptr + offs, w, mask=mask)
-        w32 = w.to(tl.float32)
-        e = scale * tl.load(g_ptr + offs, mask=mask).to(tl.float32)
-        if ADAPTIVE:
-            e = e * w32 * w32
-        tl.store(w_ptr + offs, round_to(w32 + e, w.dtype), mask=mask)
+    for first in range(start, full_end, BLOCK):
+        offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
+        _perturb_block(w_ptr, g_ptr, b_ptr, offs, None, scale, ADAPTIVE)
+    if full_end < end:
+        offs = full_end + tl.arange(0, BLOCK)
+        _perturb_block(w_ptr, g_ptr, b_ptr, offs, offs < end, scale, ADAPTIVE)
 
 
 @torch.no_grad()

@@ -23,16 +23,19 @@ def _copy_kernel(
     stride,
     items,
     item_stride,
+    ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    t, start, end = work_item(table, stride, items, item_stride, 2, CHUNK)
-    dst = tensor_ptr(dst_base, table, stride, t, 0)
-    src = tensor_ptr(src_base, table, stride, t, 1)
-    for first in range(start, end, BLOCK):
-        offs = first + tl.arange(0, BLOCK)
-        mask = offs < end
-        tl.store(dst + offs, tl.load(src + offs, mask=mask), mask=mask)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, 2, CHUNK, BLOCK)
+    dst = tensor_ptr(dst_base, table, stride, t, 0, ALIGNED)
+    src = tensor_ptr(src_base, table, stride, t, 1, ALIGNED)
+    for first in range(start, full_end, BLOCK):
+        offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
+        tl.store(dst + offs, tl.load(src + offs))
+    if full_end < end:
+        offs = full_end + tl.arange(0, BLOCK)
+        tl.store(dst + offs, tl.load(src + offs, mask=offs < end), mask=offs < end)
 
 
 @torch.no_grad()

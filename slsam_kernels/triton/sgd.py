@@ -21,6 +21,32 @@ _NUM_COEFS = 6
 
 
 @triton.jit
+def _sgd_block(
+    w_ptr,
+    b_ptr,
+    g_ptr,
+    buf_ptr,
+    offs,
+    mask,
+    weight_decay,
+    momentum,
+    one_minus_dampening,
+    nesterov,
+    first_step,
+    neg_lr,
+    MOMENTUM: tl.constexpr,
+):
+    w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
+    d = tl.load(g_ptr + offs, mask=mask).to(tl.float32) + weight_decay * w
+    if MOMENTUM:
+        old = tl.load(buf_ptr + offs, mask=mask).to(tl.float32)
+        buf = tl.where(first_step, d, old * momentum + one_minus_dampening * d)
+        tl.store(buf_ptr + offs, round_to(buf, buf_ptr.dtype.element_ty), mask=mask)
+        d = tl.where(nesterov, d + momentum * buf, buf)
+    tl.store(w_ptr + offs, round_to(w + neg_lr * d, w_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _sgd_kernel(
     w_base,
     b_base,
@@ -33,14 +59,15 @@ def _sgd_kernel(
     coefs,
     MOMENTUM: tl.constexpr,
     NUM_COEFS: tl.constexpr,
+    ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    t, start, end = work_item(table, stride, items, item_stride, 4, CHUNK)
-    w_ptr = tensor_ptr(w_base, table, stride, t, 0)
-    b_ptr = tensor_ptr(b_base, table, stride, t, 1)
-    g_ptr = tensor_ptr(g_base, table, stride, t, 2)
-    buf_ptr = tensor_ptr(buf_base, table, stride, t, 3)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, 4, CHUNK, BLOCK)
+    w_ptr = tensor_ptr(w_base, table, stride, t, 0, ALIGNED)
+    b_ptr = tensor_ptr(b_base, table, stride, t, 1, ALIGNED)
+    g_ptr = tensor_ptr(g_base, table, stride, t, 2, ALIGNED)
+    buf_ptr = tensor_ptr(buf_base, table, stride, t, 3, ALIGNED)
     c = coefs + position(table, stride, t, 4) * NUM_COEFS
     weight_decay = tl.load(c)
     momentum = tl.load(c + 1)
@@ -48,19 +75,40 @@ def _sgd_kernel(
     nesterov = tl.load(c + 3) != 0
     first_step = tl.load(c + 4) != 0
     neg_lr = tl.load(c + 5)
-    # a new buffer is uninitialised memory: never read it
-    buffer_end = tl.where(first_step, start, end)
-    for first in range(start, end, BLOCK):
-        offs = first + tl.arange(0, BLOCK)
-        mask = offs < end
-        w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
-        d = tl.load(g_ptr + offs, mask=mask).to(tl.float32) + weight_decay * w
-        if MOMENTUM:
-            old = tl.load(buf_ptr + offs, mask=offs < buffer_end, other=0.0).to(tl.float32)
-            buf = tl.where(first_step, d, old * momentum + one_minus_dampening * d)
-            tl.store(buf_ptr + offs, round_to(buf, buf_ptr.dtype.element_ty), mask=mask)
-            d = tl.where(nesterov, d + momentum * buf, buf)
-        tl.store(w_ptr + offs, round_to(w + neg_lr * d, w_ptr.dtype.element_ty), mask=mask)
+    for first in range(start, full_end, BLOCK):
+        offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
+        _sgd_block(
+            w_ptr,
+            b_ptr,
+            g_ptr,
+            buf_ptr,
+            offs,
+            None,
+            weight_decay,
+            momentum,
+            one_minus_dampening,
+            nesterov,
+            first_step,
+            neg_lr,
+            MOMENTUM,
+        )
+    if full_end < end:
+        offs = full_end + tl.arange(0, BLOCK)
+        _sgd_block(
+            w_ptr,
+            b_ptr,
+            g_ptr,
+            buf_ptr,
+            offs,
+            offs < end,
+            weight_decay,
+            momentum,
+            one_minus_dampening,
+            nesterov,
+            first_step,
+            neg_lr,
+            MOMENTUM,
+        )
 
 
 def _is_float(value: Any) -> bool:
@@ -109,7 +157,8 @@ def step(
             buf = optimizer.state[p].get("momentum_buffer") if with_momentum else None
             first_step = with_momentum and buf is None
             if first_step:
-                buf = torch.empty_like(p)
+                # zeroed, not empty: the kernel reads it before where() discards it
+                buf = torch.zeros_like(p)
                 optimizer.state[p]["momentum_buffer"] = buf
             buffers.append(buf if with_momentum else backup)
             coefs.append(
