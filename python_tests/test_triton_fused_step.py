@@ -215,3 +215,12 @@ def test_param_outside_optimizer_returns_false() -> None:
     original = w.clone()
     assert not triton_backend.fused_restore_step(optimizer, [w, stranger], [w + 1, stranger + 1])
     assert torch.equal(w, original)
+
+
+def test_rejection_after_a_supported_group_leaves_no_state() -> None:
+    w = [torch.randn(5, device=DEVICE), torch.randn(7, device=DEVICE)]
+    optimizer = torch.optim.AdamW([{"params": w[:1]}, {"params": w[1:], "amsgrad": True}])
+    for t in w:
+        t.grad = torch.randn_like(t)
+    assert not triton_backend.fused_restore_step(optimizer, w, [t.clone() for t in w])
+    assert len(optimizer.state) == 0

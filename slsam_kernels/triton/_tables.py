@@ -11,8 +11,8 @@ offset a multiple of 16 elements, as separate allocations and the backup arena g
 kernel may promise that alignment, so together with triton's 16-byte specialisation of the
 base pointers the unmasked blocks compile to vector loads and stores.
 
-Table layout (int64, rows padded to a multiple of 16 entries so every row pointer has the
-same alignment and triton never specialises on it):
+Table layout (int64; rows padded to a multiple of 16 entries, so the runtime ``stride`` and
+``item_stride`` always specialise the same way and never cause a second compile):
 
     table[r, :n]      element offset of tensor i in role r, for r < R (number of roles)
     table[R, :n]      numel of tensor i
@@ -32,6 +32,10 @@ import torch
 import triton
 import triton.language as tl
 
+# Elementwise launch geometry shared by every multi-tensor kernel: BLOCK elements per step,
+# CHUNK per work item (one program), so a program streams 16 blocks.
+BLOCK = 1024
+CHUNK = 16 * BLOCK
 _ROW_ALIGN = 16
 _ALIGN_ELEMENTS = 16
 # Tables are rebuilt only when pointers or sizes change; steady-state training hits the cache
@@ -152,16 +156,16 @@ def launch(
     kernel: triton.JITFunction,
     lists: Sequence[Sequence[torch.Tensor]],
     positions: Sequence[int],
-    chunk: int,
     *args: object,
     **constexprs: object,
 ) -> None:
     """Launch an elementwise multi-tensor ``kernel`` once per dtype group of ``lists`` (its
     roles, contiguous tensors). The kernel takes the role bases, ``table, stride, items,
-    item_stride``, then ``args``, ``ALIGNED``, ``CHUNK`` and the other ``constexprs``."""
+    item_stride``, then ``args``, ``ALIGNED``, ``CHUNK``, ``BLOCK`` and the other
+    ``constexprs``."""
     for group in dtype_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
-        table = build(roles, [positions[i] for i in group], chunk)
+        table = build(roles, [positions[i] for i in group], CHUNK)
         kernel[(table.num_items,)](
             *(role[0] for role in roles),
             table.table,
@@ -170,6 +174,7 @@ def launch(
             table.item_stride,
             *args,
             ALIGNED=table.aligned,
-            CHUNK=chunk,
+            CHUNK=CHUNK,
+            BLOCK=BLOCK,
             **constexprs,
         )

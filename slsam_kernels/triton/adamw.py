@@ -14,10 +14,9 @@ import triton.language as tl
 
 from . import _tables
 from ._cast import round_to
+from ._optim_state import like_param, plain_floats
 from ._tables import position, tensor_ptr, work_item
 
-_BLOCK = 1024
-_CHUNK = 16 * _BLOCK
 _OFF_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable", "fused")
 
 
@@ -121,28 +120,17 @@ def _adamw_kernel(
         )
 
 
-def _is_float(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _state_ok(p: torch.Tensor, state: dict[str, Any]) -> bool:
     if not state:
         return True
     step = state.get("step")
-    buffers = [state.get("exp_avg"), state.get("exp_avg_sq")]
     return (
         isinstance(step, torch.Tensor)
         and step.device.type == "cpu"
         and step.numel() == 1
         and not step.requires_grad
-        and all(
-            isinstance(b, torch.Tensor)
-            and b.shape == p.shape
-            and b.dtype == p.dtype
-            and b.device == p.device
-            and b.is_contiguous()
-            for b in buffers
-        )
+        and like_param(p, state.get("exp_avg"))
+        and like_param(p, state.get("exp_avg_sq"))
     )
 
 
@@ -157,7 +145,7 @@ def supports(
         if not group.get("decoupled_weight_decay", True):
             return False
         hyper = [group["lr"], *group["betas"], group["eps"], group["weight_decay"]]
-        if not all(_is_float(h) for h in hyper) or not _state_ok(p, optimizer.state[p]):
+        if not plain_floats(*hyper) or not _state_ok(p, optimizer.state.get(p, {})):
             return False
     return True
 
@@ -207,8 +195,6 @@ def step(
         [optimizer.state[p]["exp_avg_sq"] for p in params],
     ]
     table = torch.tensor(coefs, dtype=torch.float32).to(device, non_blocking=True)
-    _tables.launch(
-        _adamw_kernel, lists, range(len(params)), _CHUNK, table, NUM_COEFS=7, BLOCK=_BLOCK
-    )
+    _tables.launch(_adamw_kernel, lists, range(len(params)), table, NUM_COEFS=7)
     for s in steps:
         s += 1

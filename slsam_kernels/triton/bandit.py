@@ -14,6 +14,8 @@ from ..reference.bandit import PROB_FLOOR, SUFFIX_SUM_FLOOR
 # One program holds every arm in registers; past this the host reference is used.
 MAX_ARMS = 16384
 _SAMPLE_BLOCK = 1024
+# at least one element per thread of 4 warps, so tiny arm counts get an ordinary layout
+_MIN_BANDIT_BLOCK = 128
 
 
 @triton.jit
@@ -65,7 +67,8 @@ def _bandit_kernel(
     tl.store(out + arm, new_p, mask=in_range)
 
 
-@triton.jit
+# a fresh seed each draw: specialising on it (== 1, % 16) would compile up to three variants
+@triton.jit(do_not_specialize=["seed"])
 def _sample_kernel(probs, mask_out, num_arms, seed, BLOCK: tl.constexpr):
     arm = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     in_range = arm < num_arms
@@ -93,7 +96,7 @@ def bandit_update(
     idx = active_idx.to(device, torch.int64).contiguous()
     norms = active_norms.to(device, torch.float32).contiguous()
     out = torch.empty_like(probs)
-    block = triton.next_power_of_2(probs.numel())
+    block = max(_MIN_BANDIT_BLOCK, triton.next_power_of_2(probs.numel()))
     _bandit_kernel[(1,)](
         probs,
         idx,

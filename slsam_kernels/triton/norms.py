@@ -12,8 +12,6 @@ import triton.language as tl
 from . import _tables
 from ._tables import position, tensor_ptr, work_item
 
-_BLOCK = 1024
-_CHUNK = 16 * _BLOCK
 _SUM_BLOCK = 128
 
 
@@ -81,7 +79,7 @@ def grad_sqnorms(
     out = torch.zeros(len(grads), dtype=torch.float32, device=grads[0].device)
     for group in _tables.dtype_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
-        table = _tables.build(roles, group, _CHUNK)
+        table = _tables.build(roles, group, _tables.CHUNK)
         partials = torch.empty(table.num_items, dtype=torch.float32, device=out.device)
         _partials_kernel[(table.num_items,)](
             roles[0][0],
@@ -93,8 +91,8 @@ def grad_sqnorms(
             partials,
             WEIGHTED=weights is not None,
             ALIGNED=table.aligned,
-            CHUNK=_CHUNK,
-            BLOCK=_BLOCK,
+            CHUNK=_tables.CHUNK,
+            BLOCK=_tables.BLOCK,
         )
         _sum_partials_kernel[(table.num_tensors,)](
             partials, table.table, table.stride, out, NUM_ROLES=len(roles), BLOCK=_SUM_BLOCK

@@ -14,9 +14,6 @@ from . import _tables
 from ._cast import round_to
 from ._tables import position, tensor_ptr, work_item
 
-_BLOCK = 1024
-_CHUNK = 16 * _BLOCK
-
 
 @triton.jit
 def _perturb_block(w_ptr, g_ptr, b_ptr, offs, mask, scale, ADAPTIVE: tl.constexpr):
@@ -87,4 +84,4 @@ def perturb_(
         [grads[i].contiguous() for i in linear],
         [backups[i] for i in linear],
     ]
-    _tables.launch(_perturb_kernel, lists, linear, _CHUNK, scales, ADAPTIVE=adaptive, BLOCK=_BLOCK)
+    _tables.launch(_perturb_kernel, lists, linear, scales, ADAPTIVE=adaptive)

@@ -11,9 +11,6 @@ import triton.language as tl
 from . import _tables
 from ._tables import tensor_ptr, work_item
 
-_BLOCK = 1024
-_CHUNK = 16 * _BLOCK
-
 
 @triton.jit
 def _copy_kernel(
@@ -49,4 +46,4 @@ def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) ->
         else:
             w.copy_(b)
     lists = [[params[i] for i in linear], [backups[i] for i in linear]]
-    _tables.launch(_copy_kernel, lists, linear, _CHUNK, BLOCK=_BLOCK)
+    _tables.launch(_copy_kernel, lists, linear)

@@ -13,10 +13,9 @@ import triton.language as tl
 
 from . import _tables
 from ._cast import round_to
+from ._optim_state import like_param, plain_floats
 from ._tables import position, tensor_ptr, work_item
 
-_BLOCK = 1024
-_CHUNK = 16 * _BLOCK
 _NUM_COEFS = 6
 
 
@@ -111,20 +110,6 @@ def _sgd_kernel(
         )
 
 
-def _is_float(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _buffer_ok(p: torch.Tensor, buf: Any) -> bool:
-    return buf is None or (
-        isinstance(buf, torch.Tensor)
-        and buf.shape == p.shape
-        and buf.dtype == p.dtype
-        and buf.device == p.device
-        and buf.is_contiguous()
-    )
-
-
 def supports(
     optimizer: torch.optim.Optimizer, entries: Sequence[tuple[torch.Tensor, dict[str, Any]]]
 ) -> bool:
@@ -134,9 +119,10 @@ def supports(
         if group.get("maximize") or group.get("differentiable"):
             return False
         hyper = [group["lr"], group["momentum"], group["dampening"], group["weight_decay"]]
-        if not all(_is_float(h) for h in hyper):
+        if not plain_floats(*hyper):
             return False
-        if group["momentum"] != 0 and not _buffer_ok(p, optimizer.state[p].get("momentum_buffer")):
+        buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+        if group["momentum"] != 0 and buffer is not None and not like_param(p, buffer):
             return False
     return True
 
@@ -154,7 +140,7 @@ def step(
         coefs = []
         buffers = []
         for p, backup, group in chosen:
-            buf = optimizer.state[p].get("momentum_buffer") if with_momentum else None
+            buf = optimizer.state.get(p, {}).get("momentum_buffer") if with_momentum else None
             first_step = with_momentum and buf is None
             if first_step:
                 # zeroed, not empty: the kernel reads it before where() discards it
@@ -178,9 +164,7 @@ def step(
             _sgd_kernel,
             lists,
             range(len(params)),
-            _CHUNK,
             table,
             MOMENTUM=with_momentum,
             NUM_COEFS=_NUM_COEFS,
-            BLOCK=_BLOCK,
         )
