@@ -18,7 +18,8 @@ _SAMPLE_BLOCK = 1024
 _MIN_BANDIT_BLOCK = 128
 
 
-@triton.jit
+# the active count changes every step: no == 1 / % 16 specialisations of the counts
+@triton.jit(do_not_specialize=["num_arms", "num_active"])
 def _bandit_kernel(
     probs,
     active_idx,
