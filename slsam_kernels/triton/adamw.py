@@ -195,6 +195,6 @@ def step(
         [optimizer.state[p]["exp_avg_sq"] for p in params],
     ]
     table = torch.tensor(coefs, dtype=torch.float32).to(device, non_blocking=True)
-    _tables.launch(_adamw_kernel, lists, range(len(params)), table, NUM_COEFS=7)
+    _tables.launch(_adamw_kernel, lists, range(len(params)), table, NUM_COEFS=len(coefs[0]))
     for s in steps:
         s += 1

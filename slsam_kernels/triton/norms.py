@@ -33,14 +33,14 @@ def _partials_kernel(
     item_stride,
     partials,
     WEIGHTED: tl.constexpr,
+    NUM_ROLES: tl.constexpr,
     ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    num_roles: tl.constexpr = 2 if WEIGHTED else 1
-    t, start, full_end, end = work_item(table, stride, items, item_stride, num_roles, CHUNK, BLOCK)
+    t, start, full_end, end = work_item(table, stride, items, item_stride, NUM_ROLES, CHUNK, BLOCK)
     g_ptr = tensor_ptr(g_base, table, stride, t, 0, ALIGNED)
-    w_ptr = tensor_ptr(w_base, table, stride, t, num_roles - 1, ALIGNED)
+    w_ptr = tensor_ptr(w_base, table, stride, t, NUM_ROLES - 1, ALIGNED)
     # fp32 accumulate: bf16 sums lose 3 digits over 1M elements
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for first in range(start, full_end, BLOCK):
@@ -90,6 +90,7 @@ def grad_sqnorms(
             table.item_stride,
             partials,
             WEIGHTED=weights is not None,
+            NUM_ROLES=len(roles),
             ALIGNED=table.aligned,
             CHUNK=_tables.CHUNK,
             BLOCK=_tables.BLOCK,

@@ -16,8 +16,6 @@ from ._cast import round_to
 from ._optim_state import like_param, plain_floats
 from ._tables import position, tensor_ptr, work_item
 
-_NUM_COEFS = 6
-
 
 @triton.jit
 def _sgd_block(
@@ -166,5 +164,5 @@ def step(
             range(len(params)),
             table,
             MOMENTUM=with_momentum,
-            NUM_COEFS=_NUM_COEFS,
+            NUM_COEFS=len(coefs[0]),
         )
