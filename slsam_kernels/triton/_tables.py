@@ -162,7 +162,7 @@ def launch(
     """Launch an elementwise multi-tensor ``kernel`` once per dtype group of ``lists`` (its
     roles, contiguous tensors). The kernel takes the role bases, ``table, stride, items,
     item_stride``, then ``args``, ``ALIGNED``, ``CHUNK``, ``BLOCK`` and the other
-    ``constexprs``."""
+    ``constexprs`` (compile-time arguments and launch options)."""
     for group in dtype_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = build(roles, [positions[i] for i in group], CHUNK)

@@ -84,4 +84,7 @@ def perturb_(
         [grads[i].contiguous() for i in linear],
         [backups[i] for i in linear],
     ]
-    _tables.launch(_perturb_kernel, lists, linear, scales, ADAPTIVE=adaptive)
+    # no FMA contraction: w + (scale * g) rounds like the reference, bit for bit
+    _tables.launch(
+        _perturb_kernel, lists, linear, scales, ADAPTIVE=adaptive, enable_fp_fusion=False
+    )
