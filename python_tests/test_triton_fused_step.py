@@ -29,6 +29,11 @@ CONFIGS = [
         {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0, "foreach": False},
         id="adamw-betas-nodecay",
     ),
+    pytest.param(
+        torch.optim.AdamW,
+        {"lr": 1e-2, "betas": (0.3, 0.9), "weight_decay": 0.05},
+        id="adamw-beta1-below-half",
+    ),
     pytest.param(torch.optim.SGD, {"lr": 0.1}, id="sgd"),
     pytest.param(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, id="sgd-momentum"),
     pytest.param(

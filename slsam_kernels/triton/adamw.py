@@ -41,7 +41,9 @@ def _adamw_block(
     g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
     m = tl.load(m_ptr + offs, mask=mask).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=mask).to(tl.float32)
-    m = m + lerp_weight * (g - m)
+    # torch's lerp: the formula flips at weight 0.5 to stay exact at the ends
+    diff = g - m
+    m = tl.where(lerp_weight < 0.5, m + lerp_weight * diff, g - diff * (1.0 - lerp_weight))
     v = v * beta2 + one_minus_beta2 * g * g
     # IEEE sqrt and division as torch's; plain sqrt and / may lower to approximations
     denom = tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps

@@ -34,7 +34,9 @@ def _sgd_block(
     MOMENTUM: tl.constexpr,
 ):
     w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
-    d = tl.load(g_ptr + offs, mask=mask).to(tl.float32) + weight_decay * w
+    d = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
+    # torch skips the decay term at 0, so an inf weight does not turn d into NaN
+    d = tl.where(weight_decay != 0, d + weight_decay * w, d)
     if MOMENTUM:
         old = tl.load(buf_ptr + offs, mask=mask).to(tl.float32)
         buf = tl.where(first_step, d, old * momentum + one_minus_dampening * d)
