@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import reference
 from . import backends
 from .bound import BoundOps, bind
 from .validation import check_lists, check_scales, common_device
@@ -63,22 +62,30 @@ def bandit_update(
     budget: float,
     lr: float = 1e-3,
     p_min: float = 1e-3,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """The SL-SAM bandit update (ALGORITHM.md step 5); returns the new probabilities."""
+    """The SL-SAM bandit update (ALGORITHM.md step 5); returns the new probabilities, on
+    ``probs``' device."""
     if probs.dim() != 1 or active_idx.dim() != 1 or active_norms.shape != active_idx.shape:
         raise ValueError("probs, active_idx and active_norms must be 1-D, one norm per index")
     if active_idx.numel() == 0:
         raise ValueError("active_idx is empty: the bandit needs at least one active arm")
     if not 0 < budget <= probs.numel():
         raise ValueError(f"budget must be in (0, {probs.numel()}], got {budget}")
-    return reference.bandit_update(probs, active_norms, active_idx, budget, lr, p_min)
+    bound = bind(backend, probs.device)
+    return bound.bandit_update(probs, active_norms, active_idx, budget, lr, p_min)
 
 
-def sample_active(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU."""
+def sample_active(
+    probs: torch.Tensor, generator: torch.Generator, *, backend: str = "auto"
+) -> torch.Tensor:
+    """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU.
+    Each backend has its own random stream; the reference draws ``torch.rand`` from
+    ``generator``."""
     if probs.dim() != 1 or probs.numel() == 0:
         raise ValueError("probs must be a non-empty 1-D tensor")
-    return reference.sample_active(probs, generator)
+    return bind(backend, probs.device).sample_active(probs, generator)
 
 
 __all__ = [

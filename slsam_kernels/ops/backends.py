@@ -19,10 +19,12 @@ ENV_VAR = "SLSAM_BACKEND"
 # name -> (module path, device types it runs on)
 _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "reference": ("slsam_kernels.reference", ("cpu", "cuda", "mps", "xpu")),
+    # cpu only under TRITON_INTERPRET=1; the module narrows this with its DEVICE_TYPES
+    "triton": ("slsam_kernels.triton", ("cuda", "cpu")),
 }
 
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("reference",),
+    "cuda": ("triton", "reference"),
     "cpu": ("reference",),
 }
 
@@ -54,6 +56,7 @@ def status(name: str) -> BackendStatus:
     except Exception as exc:  # any import failure makes the backend unavailable, with its reason
         return BackendStatus(name, False, f"{type(exc).__name__}: {exc}", device_types)
     reason = getattr(module, "UNAVAILABLE_REASON", "")
+    device_types = getattr(module, "DEVICE_TYPES", None) or device_types
     return BackendStatus(name, not reason, reason or "ok", device_types)
 
 
@@ -71,7 +74,8 @@ def resolve(backend: str, device: torch.device) -> str:
         requested = os.environ.get(ENV_VAR, "auto") or "auto"
     if requested == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
-            if status(name).available:
+            info = status(name)
+            if info.available and device.type in info.device_types:
                 return name
         return "reference"
     if requested not in _REGISTRY:

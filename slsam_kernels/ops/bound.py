@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import reference
 from . import backends
 
 
@@ -17,6 +18,12 @@ class BoundOps:
     ``fused_restore_step(optimizer, params, backups) -> bool`` restores ``params`` from
     ``backups`` and takes ``optimizer``'s step in one pass when the backend supports that
     optimizer's configuration, returning True; otherwise it changes nothing and returns False.
+
+    ``bandit_update`` and ``sample_active`` have the signatures of the reference functions
+    (:mod:`slsam_kernels.reference.bandit`); a backend may provide them (optional: the
+    reference is the default) to keep the SL-SAM probabilities on the device. ``bandit_device``
+    is where the probabilities live for them: the tensors' device when the backend provides
+    its own, else the CPU.
     """
 
     name: str
@@ -24,6 +31,9 @@ class BoundOps:
     perturb_: Callable[..., None]
     restore_: Callable[..., None]
     fused_restore_step: Callable[..., bool]
+    bandit_update: Callable[..., torch.Tensor]
+    sample_active: Callable[..., torch.Tensor]
+    bandit_device: torch.device
 
 
 def bind(backend: str, device: torch.device) -> BoundOps:
@@ -31,7 +41,18 @@ def bind(backend: str, device: torch.device) -> BoundOps:
     name = backends.resolve(backend, device)
     impl = backends.module(name)
     fused = getattr(impl, "fused_restore_step", _no_fused_restore_step)
-    return BoundOps(name, impl.grad_sqnorms, impl.perturb_, impl.restore_, fused)
+    own_bandit = hasattr(impl, "bandit_update") and hasattr(impl, "sample_active")
+    bandit = impl if own_bandit else reference
+    return BoundOps(
+        name,
+        impl.grad_sqnorms,
+        impl.perturb_,
+        impl.restore_,
+        fused,
+        bandit.bandit_update,
+        bandit.sample_active,
+        device if own_bandit else torch.device("cpu"),
+    )
 
 
 def _no_fused_restore_step(

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from .. import ops
 from .base import SharpnessAwareOptimizer, _Perturbation
 from .checks import check_nonnegative_finite, check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
@@ -57,7 +56,12 @@ class SLSAM(SharpnessAwareOptimizer):
         self._arm_index = {p: i for i, p in enumerate(self.arms)}
         self._arm_numels = torch.tensor([p.numel() for p in self.arms], dtype=torch.float64)
         self.budget = self.sample_ratio * len(self.arms)
-        self._probs = torch.full((len(self.arms),), self.sample_ratio, dtype=torch.float32)
+        self._probs = torch.full(
+            (len(self.arms),),
+            self.sample_ratio,
+            dtype=torch.float32,
+            device=self._ops.bandit_device,
+        )
         self._generator = make_generator(seed)
         self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
         self.sample()
@@ -85,8 +89,8 @@ class SLSAM(SharpnessAwareOptimizer):
 
     @property
     def probs(self) -> torch.Tensor:
-        """The keep-probabilities, fp32, one per arm (a copy)."""
-        return self._probs.clone()
+        """The keep-probabilities, fp32, one per arm (a copy, on the CPU)."""
+        return self._probs.to("cpu", copy=True)
 
     @property
     def active_mask(self) -> torch.Tensor:
@@ -106,7 +110,7 @@ class SLSAM(SharpnessAwareOptimizer):
         if self._perturbation is not None:
             raise RuntimeError("sample() between first_step() and second_step(): finish the step")
         if mask is None:
-            mask = ops.sample_active(self._probs, self._generator)
+            mask = self._ops.sample_active(self._probs, self._generator)
         else:
             mask = self._checked_mask(mask)
         for arm, active in zip(self.arms, mask.tolist(), strict=True):
@@ -146,16 +150,22 @@ class SLSAM(SharpnessAwareOptimizer):
         active_idx = self._active_mask.nonzero().squeeze(1)
         position = {int(arm): j for j, arm in enumerate(active_idx)}
         # An active arm that got no gradient (unused in the forward) counts as norm 0.
-        norms = torch.zeros(len(active_idx), dtype=torch.float32)
-        where = [position[self._arm_index[p]] for p in perturbation.params]
-        norms[where] = perturbation.grad_sqnorms.sqrt().cpu()
-        self._probs = ops.bandit_update(
-            self._probs, norms, active_idx, self.budget, self.bandit_lr, self.p_min
+        device = self._probs.device
+        norms = torch.zeros(len(active_idx), dtype=torch.float32, device=device)
+        where = torch.tensor([position[self._arm_index[p]] for p in perturbation.params])
+        norms[where.to(device, non_blocking=True)] = perturbation.grad_sqnorms.sqrt().to(device)
+        self._probs = self._ops.bandit_update(
+            self._probs,
+            norms,
+            active_idx.to(device, non_blocking=True),
+            self.budget,
+            self.bandit_lr,
+            self.p_min,
         )
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {
-            "probs": self._probs.clone(),
+            "probs": self._probs.to("cpu", copy=True),
             "active_mask": self._active_mask.clone(),
             "generator": self._generator.get_state(),
         }
@@ -170,6 +180,7 @@ class SLSAM(SharpnessAwareOptimizer):
         check_generator_state(wrapper_state.get("generator"), "SLSAM")
 
     def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        self._probs = wrapper_state["probs"].detach().to("cpu", torch.float32).clone()
+        probs = wrapper_state["probs"].detach()
+        self._probs = probs.to(self._ops.bandit_device, torch.float32, copy=True)
         self._generator.set_state(wrapper_state["generator"])
         self.sample(wrapper_state["active_mask"])

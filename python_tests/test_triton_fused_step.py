@@ -1,0 +1,231 @@
+"""Fused restore + AdamW/SGD step against torch's own optimizers after a plain restore."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from slsam_kernels import triton as triton_backend
+
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(
+        bool(triton_backend.UNAVAILABLE_REASON),
+        reason=f"needs triton with CUDA or TRITON_INTERPRET=1: {triton_backend.UNAVAILABLE_REASON}",
+    ),
+]
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SIZES = [1, 127, 1025, 0, 4099]
+STEPS = 4
+
+CONFIGS = [
+    pytest.param(torch.optim.AdamW, {"lr": 1e-2, "weight_decay": 0.1}, id="adamw"),
+    pytest.param(
+        torch.optim.AdamW,
+        {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0, "foreach": False},
+        id="adamw-betas-nodecay",
+    ),
+    pytest.param(
+        torch.optim.AdamW,
+        {"lr": 1e-2, "betas": (0.3, 0.9), "weight_decay": 0.05},
+        id="adamw-beta1-below-half",
+    ),
+    pytest.param(torch.optim.SGD, {"lr": 0.1}, id="sgd"),
+    pytest.param(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, id="sgd-momentum"),
+    pytest.param(
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01},
+        id="sgd-dampening-decay",
+    ),
+    pytest.param(
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+        id="sgd-nesterov",
+    ),
+]
+
+
+def _groups(params: list[torch.Tensor], split: bool) -> list[dict[str, Any]]:
+    if not split:
+        return [{"params": params}]
+    return [{"params": params[:2], "lr": 0.02}, {"params": params[2:]}]
+
+
+def _run(
+    optimizer_cls: type[torch.optim.Optimizer],
+    kwargs: dict[str, Any],
+    dtype: torch.dtype,
+    split: bool,
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer, list[torch.Tensor], torch.optim.Optimizer]:
+    """The same grads through the fused step and through restore + ``optimizer.step()``."""
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(n, generator=gen).to(DEVICE, dtype) for n in SIZES]
+    fused_w = [w.clone() for w in start]
+    plain_w = [w.clone() for w in start]
+    fused_opt = optimizer_cls(_groups(fused_w, split), **kwargs)
+    plain_opt = optimizer_cls(_groups(plain_w, split), **kwargs)
+    if split and "momentum" in kwargs:
+        fused_opt.param_groups[0]["momentum"] = plain_opt.param_groups[0]["momentum"] = 0.0
+    for _ in range(STEPS):
+        grads = [torch.randn(n, generator=gen).to(DEVICE, dtype) for n in SIZES]
+        backups = [w.clone() for w in fused_w]
+        for w, v, g in zip(fused_w, plain_w, grads, strict=True):
+            w.grad, v.grad = g.clone(), g.clone()
+            w.fill_(float("nan"))  # the fused step must read the backup, never w
+        assert triton_backend.fused_restore_step(fused_opt, fused_w, backups)
+        plain_opt.step()
+    return fused_w, fused_opt, plain_w, plain_opt
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> list[Any]:
+    return [(key, value) for p in params for key, value in optimizer.state[p].items()]
+
+
+@pytest.mark.parametrize(("optimizer_cls", "kwargs"), CONFIGS)
+@pytest.mark.parametrize("split", [False, True], ids=["one-group", "two-groups"])
+def test_fp32_matches_torch(
+    optimizer_cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], split: bool
+) -> None:
+    fused_w, fused_opt, plain_w, plain_opt = _run(optimizer_cls, kwargs, torch.float32, split)
+    torch.testing.assert_close(fused_w, plain_w)
+    got, want = _state_tensors(fused_opt, fused_w), _state_tensors(plain_opt, plain_w)
+    assert [k for k, _ in got] == [k for k, _ in want]
+    for (key, a), (_, b) in zip(got, want, strict=True):
+        assert (a.dtype, a.device, a.shape) == (b.dtype, b.device, b.shape), key
+        torch.testing.assert_close(a, b, msg=key)
+    assert fused_opt.state_dict()["param_groups"] == plain_opt.state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize(("optimizer_cls", "kwargs"), CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_precision_error_bounded_by_torchs(
+    optimizer_cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], dtype: torch.dtype
+) -> None:
+    """torch rounds every intermediate to ``dtype``; the kernel rounds once. Against an fp32
+    run of the same inputs, the kernel's error may be at most twice torch's own plus one ulp."""
+    if dtype == torch.float16 and optimizer_cls is torch.optim.AdamW:
+        pytest.skip("torch's fp16 AdamW underflows eps=1e-8 to 0; no meaningful comparison")
+    fused_w, fused_opt, plain_w, plain_opt = _run(optimizer_cls, kwargs, dtype, False)
+    shadow_w, shadow_opt = _run_fp32_shadow(optimizer_cls, kwargs, dtype)
+    ulp = torch.finfo(dtype).eps
+    pairs = [(fused_w, plain_w, shadow_w)]
+    pairs += [
+        (
+            [v for _, v in _state_tensors(fused_opt, fused_w)],
+            [v for _, v in _state_tensors(plain_opt, plain_w)],
+            [v for _, v in _state_tensors(shadow_opt, shadow_w)],
+        )
+    ]
+    for ours_list, torch_list, truth_list in pairs:
+        for ours, theirs, truth in zip(ours_list, torch_list, truth_list, strict=True):
+            assert ours.dtype == theirs.dtype
+            if truth.dim() == 0:  # the step counter
+                assert torch.equal(ours, theirs)
+                continue
+            if truth.numel() == 0:
+                continue
+            scale = truth.abs().clamp_min(1.0)
+            ours_err = ((ours.float() - truth) / scale).abs().max()
+            torch_err = ((theirs.float() - truth) / scale).abs().max()
+            assert ours_err <= 2 * torch_err + ulp, (ours_err, torch_err)
+
+
+def _run_fp32_shadow(
+    optimizer_cls: type[torch.optim.Optimizer], kwargs: dict[str, Any], dtype: torch.dtype
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    gen = torch.Generator().manual_seed(0)
+    shadow = [torch.randn(n, generator=gen).to(DEVICE, dtype).float() for n in SIZES]
+    optimizer = optimizer_cls(shadow, **kwargs)
+    for _ in range(STEPS):
+        for w in shadow:
+            w.grad = torch.randn(w.numel(), generator=gen).to(DEVICE, dtype).float()
+        optimizer.step()
+    return shadow, optimizer
+
+
+def test_param_without_grad_is_restored_only() -> None:
+    w = [torch.randn(10, device=DEVICE), torch.randn(20, device=DEVICE)]
+    optimizer = torch.optim.AdamW(w, lr=0.1)
+    backups = [t.clone() for t in w]
+    w[0].grad = torch.randn(10, device=DEVICE)
+    w[1].add_(1.0)
+    assert triton_backend.fused_restore_step(optimizer, w, backups)
+    assert torch.equal(w[1], backups[1]) and len(optimizer.state[w[1]]) == 0
+    assert not torch.equal(w[0], backups[0]) and int(optimizer.state[w[0]]["step"]) == 1
+
+
+def _stepped(optimizer: torch.optim.Optimizer, **flags: Any) -> torch.optim.Optimizer:
+    """``optimizer`` after one plain step (so state exists), then with ``flags`` set on its
+    groups (capturable=True cannot step on the CPU, so it is set afterwards)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = torch.randn_like(p)
+    optimizer.step()
+    for group in optimizer.param_groups:
+        group.update(flags)
+    return optimizer
+
+
+def _with_hook(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    optimizer = _stepped(torch.optim.SGD(params, lr=0.1))
+    optimizer.register_step_post_hook(lambda *args: None)
+    return optimizer
+
+
+UNSUPPORTED = [
+    pytest.param(lambda p: _stepped(torch.optim.AdamW(p, amsgrad=True)), id="amsgrad"),
+    pytest.param(lambda p: _stepped(torch.optim.AdamW(p, maximize=True)), id="maximize"),
+    pytest.param(lambda p: _stepped(torch.optim.AdamW(p), capturable=True), id="capturable"),
+    pytest.param(lambda p: _stepped(torch.optim.AdamW(p), fused=True), id="fused-adamw"),
+    pytest.param(
+        lambda p: _stepped(torch.optim.AdamW(p, differentiable=True)), id="differentiable"
+    ),
+    pytest.param(lambda p: _stepped(torch.optim.AdamW(p, lr=torch.tensor(0.01))), id="tensor-lr"),
+    pytest.param(lambda p: _stepped(torch.optim.Adam(p)), id="adam"),
+    pytest.param(lambda p: _stepped(torch.optim.RMSprop(p)), id="rmsprop"),
+    pytest.param(lambda p: _stepped(torch.optim.SGD(p, lr=0.1, maximize=True)), id="sgd-maximize"),
+    pytest.param(_with_hook, id="step-hook"),
+]
+
+
+@pytest.mark.parametrize("make_optimizer", UNSUPPORTED)
+def test_unsupported_returns_false_and_changes_nothing(make_optimizer: Any) -> None:
+    w = [torch.randn(n, device=DEVICE) for n in (5, 300)]
+    optimizer = make_optimizer(w)
+    backups = [t.clone() + 1 for t in w]
+    before = copy.deepcopy((w, [t.grad for t in w], optimizer.state_dict()))
+    assert not triton_backend.fused_restore_step(optimizer, w, backups)
+    after = (w, [t.grad for t in w], optimizer.state_dict())
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_grad_outside_params_returns_false() -> None:
+    w = [torch.randn(5, device=DEVICE), torch.randn(7, device=DEVICE)]
+    optimizer = torch.optim.SGD(w, lr=0.1, momentum=0.9)
+    for t in w:
+        t.grad = torch.randn_like(t)
+    assert not triton_backend.fused_restore_step(optimizer, w[:1], [w[0].clone()])
+    assert not optimizer.state
+
+
+def test_param_outside_optimizer_returns_false() -> None:
+    w = torch.randn(5, device=DEVICE)
+    stranger = torch.randn(3, device=DEVICE)
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    w.grad, stranger.grad = torch.randn_like(w), torch.randn_like(stranger)
+    original = w.clone()
+    assert not triton_backend.fused_restore_step(optimizer, [w, stranger], [w + 1, stranger + 1])
+    assert torch.equal(w, original)
+
+
+def test_rejection_after_a_supported_group_leaves_no_state() -> None:
+    w = [torch.randn(5, device=DEVICE), torch.randn(7, device=DEVICE)]
+    optimizer = torch.optim.AdamW([{"params": w[:1]}, {"params": w[1:], "amsgrad": True}])
+    for t in w:
+        t.grad = torch.randn_like(t)
+    assert not triton_backend.fused_restore_step(optimizer, w, [t.clone() for t in w])
+    assert len(optimizer.state) == 0

@@ -1,0 +1,24 @@
+"""Checks the fused optimizer steps share: plain hyper-parameters and state buffers laid out
+like their parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def plain_floats(*values: Any) -> bool:
+    """True when every value is a Python number (a tensor lr or beta is not supported)."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def like_param(p: torch.Tensor, buffer: Any) -> bool:
+    """True when ``buffer`` is a contiguous tensor of ``p``'s shape, dtype and device."""
+    return (
+        isinstance(buffer, torch.Tensor)
+        and buffer.shape == p.shape
+        and buffer.dtype == p.dtype
+        and buffer.device == p.device
+        and buffer.is_contiguous()
+    )
