@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf]"
 	touch $@
 
 setup: $(VENV)/.installed

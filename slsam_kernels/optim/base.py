@@ -14,11 +14,14 @@ from .. import ops
 from .backup import BackupArena
 from .checks import (
     check_base_optimizer,
+    check_max_grad_norm,
     check_nonnegative_finite,
+    check_scaler,
     param_groups_of,
 )
 
 NORM_EPS = 1e-12
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
 WRAPPER_STATE_KEY = "sharpness_aware"
 
 
@@ -30,6 +33,7 @@ class _Perturbation:
     backups: list[torch.Tensor]
     grad_sqnorms: torch.Tensor  # first-pass ||g_i||^2 of ``params`` (fp32, on device)
     ascent_norm: torch.Tensor  # G, the norm the ascent was normalised by
+    scaler: torch.amp.GradScaler | None  # the scaler that unscaled the first pass
 
 
 class SharpnessAwareOptimizer(torch.optim.Optimizer):
@@ -45,10 +49,12 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         rho: float,
         adaptive: bool,
         backend: str,
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
         check_base_optimizer(base_optimizer)
         check_nonnegative_finite("rho", rho)
+        check_max_grad_norm(max_grad_norm)
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
         groups = param_groups_of(params)
@@ -63,6 +69,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self._backups = BackupArena()
         self._perturbation: _Perturbation | None = None
+        self.max_grad_norm = max_grad_norm
         self.last_step_skipped = False
 
     @property
@@ -87,15 +94,24 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         return [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
 
     @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        """Perturb the weights uphill, ``w <- w + rho * g / ||g||``, keeping an exact backup."""
+    def first_step(
+        self, zero_grad: bool = False, scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        """Perturb the weights uphill, ``w <- w + rho * g / ||g||``, keeping an exact backup.
+
+        With ``scaler`` (the ``GradScaler`` that scaled this pass's loss) the gradients are
+        unscaled first; pass the same scaler to :meth:`second_step`, then call
+        ``scaler.update()``."""
         if self._perturbation is not None:
             raise RuntimeError("first_step() was called twice: call second_step() in between")
+        check_scaler(scaler)
         pairs = self._ascent_params()
         if not pairs:
             raise ValueError(
                 "no parameter has a gradient: call loss.backward() before first_step()"
             )
+        if scaler is not None:
+            scaler.unscale_(self)
         params = [p for p, _ in pairs]
         grads = [p.grad for p in params]
         adaptive = [bool(g["adaptive"]) for _, g in pairs]
@@ -121,18 +137,31 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
                     scales[idx],
                     flag,
                 )
-        self._perturbation = _Perturbation(params, backups, grad_sq, ascent_norm)
+        self._perturbation = _Perturbation(params, backups, grad_sq, ascent_norm, scaler)
         if zero_grad:
             self.zero_grad()
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
+    def second_step(
+        self, zero_grad: bool = False, scaler: torch.amp.GradScaler | None = None
+    ) -> None:
         """Restore the weights exactly, then let the base optimizer step with the gradient
-        taken at the perturbed point. A non-finite gradient in either pass skips the step."""
+        taken at the perturbed point, clipped to ``max_grad_norm``. A non-finite gradient in
+        either pass skips the step. ``scaler``: the one given to :meth:`first_step`."""
         perturbation = self._perturbation
         if perturbation is None:
             raise RuntimeError("second_step() needs a first_step() before it")
-        took_step = self._gradients_finite(perturbation.ascent_norm)
+        if scaler is not perturbation.scaler:
+            raise ValueError(
+                "second_step() got a different scaler than first_step(): pass the same "
+                "GradScaler (or None) to both"
+            )
+        if scaler is not None:
+            # The scaler records one unscale per optimizer between updates: the second pass
+            # goes through the base optimizer (same parameters), so scaler.update() sees the
+            # inf checks of both passes.
+            scaler.unscale_(self.base_optimizer)
+        took_step = self._prepare_descent(perturbation.ascent_norm)
         fused = took_step and self._ops.fused_restore_step(
             self.base_optimizer, perturbation.params, perturbation.backups
         )
@@ -156,11 +185,24 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
         """Hook for subclasses, run after every second_step."""
 
-    def _gradients_finite(self, ascent_norm: torch.Tensor | None = None) -> bool:
-        """True when every gradient (and the ascent norm) is finite; else warn and record a
-        skipped step. One host sync."""
+    def _prepare_descent(self, ascent_norm: torch.Tensor | None = None) -> bool:
+        """True when every gradient (and the ascent norm) is finite, after clipping the
+        gradients to ``max_grad_norm``; else warn, record a skipped step and leave them.
+        One host sync."""
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        finite = torch.isfinite(self._ops.grad_sqnorms(grads, None).sum()) if grads else None
+        descent_sq = self._ops.grad_sqnorms(grads, None).sum() if grads else None
+        took_step = self._gradients_finite(descent_sq, ascent_norm)
+        if took_step and grads and self.max_grad_norm is not None:
+            coef = self.max_grad_norm / (descent_sq.sqrt() + CLIP_EPS)
+            torch._foreach_mul_(grads, coef.clamp(max=1.0))
+        return took_step
+
+    def _gradients_finite(
+        self, descent_sq: torch.Tensor | None, ascent_norm: torch.Tensor | None
+    ) -> bool:
+        """True when the descent ``sum ||g_i||^2`` (and the ascent norm) are finite; else warn
+        and record a skipped step."""
+        finite = None if descent_sq is None else torch.isfinite(descent_sq)
         if ascent_norm is not None:
             ascent_ok = torch.isfinite(ascent_norm)
             finite = ascent_ok if finite is None else finite & ascent_ok
@@ -170,29 +212,38 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: a gradient held inf or NaN, so this step was skipped; "
                 "the weights and optimizer state are as they were before it",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return not self.last_step_skipped
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], Any] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> Any:
         """One full step. Call ``loss.backward()`` first; ``closure`` must recompute the loss
-        and call ``backward()`` (at the perturbed weights). Returns the closure's result."""
+        and call ``backward()`` (at the perturbed weights). Returns the closure's result.
+
+        Mixed precision: backpropagate ``scaler.scale(loss)`` in both passes, pass the scaler
+        here and call ``scaler.update()`` after the step."""
         if closure is None:
             raise ValueError(
                 f"{type(self).__name__}.step() needs a closure that recomputes the loss and "
                 "calls loss.backward(); or call first_step() and second_step() yourself"
             )
-        return self._sam_step(closure)
+        return self._sam_step(closure, scaler)
 
-    def _sam_step(self, closure: Callable[[], Any]) -> Any:
-        self.first_step(zero_grad=True)
+    def _sam_step(
+        self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None = None
+    ) -> Any:
+        self.first_step(zero_grad=True, scaler=scaler)
         try:
             with torch.enable_grad():
                 loss = closure()
         except BaseException:
             self._restore()
             raise
-        self.second_step()
+        self.second_step(scaler=scaler)
         return loss
 
     def state_dict(self) -> dict[str, Any]:

@@ -31,6 +31,23 @@ def check_nonnegative_finite(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
 
 
+def check_max_grad_norm(value: Any) -> None:
+    """``max_grad_norm`` must be None (no clipping) or a finite float > 0."""
+    if value is None:
+        return
+    check_nonnegative_finite("max_grad_norm", value)
+    if value == 0:
+        raise ValueError("max_grad_norm must be > 0; pass None to turn clipping off")
+
+
+def check_scaler(scaler: Any) -> None:
+    """``scaler`` must be None or a ``torch.amp.GradScaler``."""
+    if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(
+            f"scaler must be a torch.amp.GradScaler or None, got {type(scaler).__name__}"
+        )
+
+
 def check_unit_interval(name: str, value: Any, *, include_zero: bool) -> None:
     """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false)."""
     check_nonnegative_finite(name, value)

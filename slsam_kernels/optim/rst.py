@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .base import SharpnessAwareOptimizer
-from .checks import check_seed, check_unit_interval
+from .checks import check_scaler, check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
 
 
@@ -16,7 +16,8 @@ class RST(SharpnessAwareOptimizer):
     """Each step is a full SAM step with probability ``sam_prob``, else a plain base step.
 
     Args:
-        params, base_optimizer, rho, backend, **base_kwargs: as for :class:`SAM`.
+        params, base_optimizer, rho, backend, max_grad_norm, **base_kwargs: as for
+            :class:`SAM`.
         sam_prob: probability of a SAM step, or a callable ``step_index -> probability``
             (G-RST schedules); ``step_index`` counts calls of :meth:`step` from 0.
         seed: seeds the coin flips; None draws a fresh seed.
@@ -33,13 +34,20 @@ class RST(SharpnessAwareOptimizer):
         sam_prob: float | Callable[[int], float] = 0.5,
         seed: int | None = None,
         backend: str = "auto",
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
         if not callable(sam_prob):
             check_unit_interval("sam_prob", sam_prob, include_zero=True)
         check_seed(seed)
         super().__init__(
-            params, base_optimizer, rho=rho, adaptive=False, backend=backend, **base_kwargs
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=False,
+            backend=backend,
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
         )
         self.sam_prob = sam_prob
         self.step_index = 0
@@ -53,19 +61,27 @@ class RST(SharpnessAwareOptimizer):
         check_unit_interval(f"sam_prob({self.step_index})", value, include_zero=True)
         return float(value)
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Flip the coin; on heads run a SAM step with ``closure``, else a plain base step."""
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], Any] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> Any:
+        """Flip the coin; on heads run a SAM step with ``closure``, else a plain base step
+        (clipped to ``max_grad_norm``). ``scaler``: as for :meth:`SAM.step`."""
         if closure is None:
             return super().step(closure)
+        check_scaler(scaler)
         sam_prob = self._current_sam_prob()
         coin = torch.rand((), dtype=torch.float64, generator=self._generator).item()
         self.last_step_was_sam = coin < sam_prob
         if self.last_step_was_sam:
-            loss = self._sam_step(closure)
+            loss = self._sam_step(closure, scaler)
         else:
             loss = None
             with torch.no_grad():
-                if self._gradients_finite():
+                if scaler is not None:
+                    scaler.unscale_(self)
+                if self._prepare_descent():
                     self.base_optimizer.step()
         self.step_index += 1
         return loss

@@ -27,6 +27,9 @@ class SAM(SharpnessAwareOptimizer):
         rho: the ascent radius.
         adaptive: ASAM: scale the ascent element-wise by ``w^2``.
         backend: ``"auto"`` or a backend name (see ``python -m slsam_kernels info``).
+        max_grad_norm: clip the descent gradient (the second pass's) to this total L2 norm,
+            as ``torch.nn.utils.clip_grad_norm_`` would; None does not clip. The ascent needs
+            no clipping: it is normalised.
         **base_kwargs: passed to ``base_optimizer``.
     """
 
@@ -37,8 +40,15 @@ class SAM(SharpnessAwareOptimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         backend: str = "auto",
+        max_grad_norm: float | None = None,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
-            params, base_optimizer, rho=rho, adaptive=adaptive, backend=backend, **base_kwargs
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=adaptive,
+            backend=backend,
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
         )

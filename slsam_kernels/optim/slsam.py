@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from .arms import ArmSpec, resolve_arms
 from .base import SharpnessAwareOptimizer, _Perturbation
 from .checks import check_nonnegative_finite, check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
@@ -14,19 +16,25 @@ from .rng import check_generator_state, make_generator
 class SLSAM(SharpnessAwareOptimizer):
     """SAM on a bandit-sampled subset of the parameter tensors ("arms").
 
-    Every tensor that requires grad when the optimizer is built is an arm; tensors frozen
-    before then are never arms and are never unfrozen. Each step only the active arms require
+    Every tensor that requires grad when the optimizer is built is an arm (or, with
+    ``arms=``, belongs to one); tensors frozen before then are never arms and are never
+    unfrozen. Each step only the active arms require
     grad, are perturbed and are updated; inactive arms keep ``grad=None``, so the base
     optimizer leaves them (and their state) untouched. After the descent the EXP3-style bandit
     updates the keep-probabilities from the first-pass gradient norms and the next active set
     is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave the same.
 
     Args:
-        params, base_optimizer, rho, adaptive, backend, **base_kwargs: as for :class:`SAM`.
+        params, base_optimizer, rho, adaptive, backend, max_grad_norm, **base_kwargs: as for
+            :class:`SAM`.
         sample_ratio: ``s``, the expected fraction of arms active (budget ``B = s * N``).
         bandit_lr: the bandit learning rate ``alpha``.
         p_min: the probability floor in the bandit's reward.
         seed: seeds the draws; None draws a fresh seed.
+        arms: None (one arm per tensor, as in the paper) or a list of arms, each a module,
+            a tensor or a list of tensors, together covering every trainable tensor exactly
+            once, e.g. :func:`arms_by_module` ``(model)``. An arm is sampled, perturbed and
+            updated as a whole, and the bandit sees its L2 norm over its tensors.
     """
 
     def __init__(
@@ -40,6 +48,8 @@ class SLSAM(SharpnessAwareOptimizer):
         adaptive: bool = False,
         seed: int | None = None,
         backend: str = "auto",
+        max_grad_norm: float | None = None,
+        arms: Sequence[ArmSpec] | None = None,
         **base_kwargs: Any,
     ) -> None:
         check_unit_interval("sample_ratio", sample_ratio, include_zero=False)
@@ -47,14 +57,26 @@ class SLSAM(SharpnessAwareOptimizer):
         check_unit_interval("p_min", p_min, include_zero=False)
         check_seed(seed)
         super().__init__(
-            params, base_optimizer, rho=rho, adaptive=adaptive, backend=backend, **base_kwargs
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=adaptive,
+            backend=backend,
+            max_grad_norm=max_grad_norm,
+            **base_kwargs,
         )
         self.sample_ratio = float(sample_ratio)
         self.bandit_lr = float(bandit_lr)
         self.p_min = float(p_min)
-        self.arms = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-        self._arm_index = {p: i for i, p in enumerate(self.arms)}
-        self._arm_numels = torch.tensor([p.numel() for p in self.arms], dtype=torch.float64)
+        trainable = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        members = [(p,) for p in trainable] if arms is None else resolve_arms(arms, trainable)
+        self._arm_members = members
+        #: The arms: tensors (per-tensor arms) or tuples of tensors (``arms=`` groups).
+        self.arms: list[Any] = trainable if arms is None else members
+        self._arm_index = {p: i for i, arm in enumerate(members) for p in arm}
+        self._arm_numels = torch.tensor(
+            [sum(p.numel() for p in arm) for arm in members], dtype=torch.float64
+        )
         self.budget = self.sample_ratio * len(self.arms)
         self._probs = torch.full(
             (len(self.arms),),
@@ -113,10 +135,11 @@ class SLSAM(SharpnessAwareOptimizer):
             mask = self._ops.sample_active(self._probs, self._generator)
         else:
             mask = self._checked_mask(mask)
-        for arm, active in zip(self.arms, mask.tolist(), strict=True):
-            arm.requires_grad_(active)
-            if not active:
-                arm.grad = None
+        for arm, active in zip(self._arm_members, mask.tolist(), strict=True):
+            for p in arm:
+                p.requires_grad_(active)
+                if not active:
+                    p.grad = None
         self._active_mask = mask.clone()
         return mask.clone()
 
@@ -149,11 +172,15 @@ class SLSAM(SharpnessAwareOptimizer):
     def _update_bandit(self, perturbation: _Perturbation) -> None:
         active_idx = self._active_mask.nonzero().squeeze(1)
         position = {int(arm): j for j, arm in enumerate(active_idx)}
-        # An active arm that got no gradient (unused in the forward) counts as norm 0.
+        # An active arm that got no gradient (unused in the forward) counts as norm 0; an arm
+        # of several tensors gets the L2 norm over them.
         device = self._probs.device
-        norms = torch.zeros(len(active_idx), dtype=torch.float32, device=device)
+        sqnorms = torch.zeros(len(active_idx), dtype=torch.float32, device=device)
         where = torch.tensor([position[self._arm_index[p]] for p in perturbation.params])
-        norms[where.to(device, non_blocking=True)] = perturbation.grad_sqnorms.sqrt().to(device)
+        sqnorms.index_add_(
+            0, where.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
+        )
+        norms = sqnorms.sqrt()
         self._probs = self._ops.bandit_update(
             self._probs,
             norms,

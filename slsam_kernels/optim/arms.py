@@ -1,0 +1,75 @@
+"""Arms: the units SL-SAM samples. One tensor each by default (the paper); groups of tensors
+when the caller wants a whole module toggled together (fewer ``requires_grad`` patterns, so
+``torch.compile`` sees few variants)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+ArmSpec = torch.nn.Module | torch.Tensor | Iterable[torch.Tensor]
+
+
+def arms_by_module(model: torch.nn.Module) -> list[list[torch.Tensor]]:
+    """One arm per module that directly owns trainable parameters (a ``Linear``'s weight and
+    bias together; a LoRA adapter's ``lora_A`` and ``lora_B`` apart), in ``model.modules()``
+    order. Frozen tensors are left out, so a frozen base model contributes no arm."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"arms_by_module() takes an nn.Module, got {type(model).__name__}")
+    seen: set[torch.Tensor] = set()
+    arms = []
+    for module in model.modules():
+        owned = [p for p in module.parameters(recurse=False) if p.requires_grad and p not in seen]
+        seen.update(owned)
+        if owned:
+            arms.append(owned)
+    return arms
+
+
+def resolve_arms(
+    specs: Sequence[ArmSpec], trainable: Sequence[torch.Tensor]
+) -> list[tuple[torch.Tensor, ...]]:
+    """Turn the caller's arm specs (modules, tensors or iterables of tensors) into tuples of
+    tensors that partition ``trainable``. Frozen tensors are dropped, and with them arms that
+    hold nothing trainable."""
+    if isinstance(specs, (torch.Tensor, torch.nn.Module)) or not isinstance(specs, Sequence):
+        raise TypeError(
+            "arms must be a list whose entries are modules, tensors or lists of tensors, e.g. "
+            "arms=arms_by_module(model) or arms=list(model.encoder.layer)"
+        )
+    trainable_set = set(trainable)
+    owner: dict[torch.Tensor, int] = {}
+    arms = []
+    for i, spec in enumerate(specs):
+        members = tuple(p for p in _tensors_of(spec, i) if p.requires_grad)
+        for p in members:
+            if p not in trainable_set:
+                raise ValueError(
+                    f"arm {i} holds a tensor the optimizer was not given: build the arms from "
+                    "the same parameters as the optimizer"
+                )
+            if p in owner:
+                raise ValueError(f"a tensor is in arms {owner[p]} and {i}: put it in one arm")
+            owner[p] = i
+        if members:
+            arms.append(members)
+    missing = sum(p not in owner for p in trainable)
+    if missing:
+        raise ValueError(
+            f"{missing} trainable tensor(s) belong to no arm: add them to an arm, or freeze "
+            "them (requires_grad_(False)) before building the optimizer"
+        )
+    return arms
+
+
+def _tensors_of(spec: ArmSpec, index: int) -> list[torch.Tensor]:
+    if isinstance(spec, torch.nn.Module):
+        return list(spec.parameters())
+    if isinstance(spec, torch.Tensor):
+        return [spec]
+    if isinstance(spec, Iterable):
+        tensors = list(spec)
+        if all(isinstance(p, torch.Tensor) for p in tensors):
+            return tensors
+    raise TypeError(f"arm {index} must be a module, a tensor or a list of tensors")
