@@ -1,0 +1,15 @@
+"""The optional integrations stay optional: importing the package loads none of them."""
+
+import subprocess
+import sys
+
+OPTIONAL = ("transformers", "peft", "accelerate")
+
+
+def test_importing_the_package_loads_no_optional_framework():
+    code = (
+        "import sys, slsam_kernels, slsam_kernels.utils, slsam_kernels.integrations; "
+        f"print([m for m in {OPTIONAL!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
