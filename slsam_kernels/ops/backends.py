@@ -19,11 +19,13 @@ ENV_VAR = "SLSAM_BACKEND"
 # name -> (module path, device types it runs on)
 _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "reference": ("slsam_kernels.reference", ("cpu", "cuda", "mps", "xpu")),
+    "cpp": ("slsam_kernels.extension.cpu", ("cpu",)),
+    "cuda": ("slsam_kernels.extension.cuda", ("cuda",)),
 }
 
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("reference",),
-    "cpu": ("reference",),
+    "cuda": ("cuda", "reference"),
+    "cpu": ("cpp", "reference"),
 }
 
 
