@@ -34,9 +34,7 @@ def fresh_generator() -> tuple[torch.Generator, int]:
 
 def randn(sizes: list[int], dtypes: list[torch.dtype], gen: torch.Generator) -> list[torch.Tensor]:
     """One standard-normal tensor per size, the dtypes cycled over the sizes."""
-    return [
-        torch.randn(n, generator=gen).to(dtypes[i % len(dtypes)]) for i, n in enumerate(sizes)
-    ]
+    return [torch.randn(n, generator=gen).to(dtypes[i % len(dtypes)]) for i, n in enumerate(sizes)]
 
 
 def nan_like(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -58,8 +58,9 @@ def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optim
         assert actual.keys() == expected.keys(), f"state of param {index}"
         for key, value in expected.items():
             assert actual[key].dtype == value.dtype and actual[key].device == value.device
+            where = f"state[{index}][{key!r}]"
             torch.testing.assert_close(
-                actual[key], value, **tolerances(dtype), msg=lambda m, i=index, k=key: f"state[{i}][{k!r}]: {m}"
+                actual[key], value, **tolerances(dtype), msg=lambda m, w=where: f"{w}: {m}"
             )
 
 

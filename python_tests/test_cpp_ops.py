@@ -76,7 +76,7 @@ def test_grad_sqnorms_is_deterministic_across_thread_counts():
 
 
 def test_grad_sqnorms_reads_non_contiguous_grads():
-    gen, seed = fresh_generator()
+    gen, _ = fresh_generator()
     grads = [torch.randn(300, 700, generator=gen).t(), torch.randn(1000, generator=gen)[::3]]
     torch.testing.assert_close(
         cpp.grad_sqnorms(grads), reference.grad_sqnorms(grads), rtol=1e-5, atol=0
