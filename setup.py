@@ -22,8 +22,9 @@ CSRC = "csrc"
 # Why the extension is missing, for `python -m slsam_kernels info` (read by extension/loader.py).
 BUILD_STATUS = os.path.join("slsam_kernels", "_C_build_error.txt")
 # -ffp-contract=off / --fmad=false: no fused multiply-add, so the kernels round like torch's
-# reference ops (the SAM ascent matches it bit for bit).
-CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
+# reference ops (the SAM ascent matches it bit for bit). -fno-math-errno lets sqrt vectorise
+# (torch builds with it too).
+CXX_FLAGS = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
 NVCC_FLAGS = ["-O3", "-std=c++20", "--fmad=false"]
 
 

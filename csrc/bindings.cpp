@@ -1,7 +1,9 @@
 // Python entry points of slsam_kernels._C. Each op checks the layout precondition (layout.h)
 // and returns False, having written nothing, when a call does not meet it.
+#include <algorithm>
 #include <stdexcept>
 
+#include <ATen/Dispatch.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 
@@ -28,6 +30,21 @@ bool valid_scalar_table(const at::Tensor& table, size_t rows, int64_t columns) {
   return table.scalar_type() == at::kFloat && table.device().is_cpu() && table.dim() == 2 &&
          table.size(0) == static_cast<int64_t>(rows) && table.size(1) == columns &&
          table.is_contiguous();
+}
+
+// torch keeps Adam's `step` as a CPU scalar tensor and adds 1 before using it.
+bool valid_steps(const TensorList& steps, size_t count) {
+  return steps.size() == count &&
+         std::all_of(steps.begin(), steps.end(), [](const at::Tensor& s) {
+           return s.device().is_cpu() && s.numel() == 1 &&
+                  (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble);
+         });
+}
+
+void increment(const TensorList& steps) {
+  for (const at::Tensor& s : steps) {
+    AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "increment", [&] { *s.data_ptr<scalar_t>() += 1; });
+  }
 }
 
 at::Tensor grad_sqnorms(TensorList grads, std::optional<TensorList> weights) {
@@ -70,8 +87,10 @@ bool restore(const TensorList& params, const TensorList& backups) {
 
 bool adam_restore_step(const TensorList& params, const TensorList& grads,
                        const TensorList& backups, const TensorList& exp_avgs,
-                       const TensorList& exp_avg_sqs, const at::Tensor& scalars) {
+                       const TensorList& exp_avg_sqs, const TensorList& steps,
+                       const at::Tensor& scalars) {
   if (!laid_out_alike({&params, &grads, &backups, &exp_avgs, &exp_avg_sqs}) ||
+      !valid_steps(steps, params.size()) ||
       !valid_scalar_table(scalars, params.size(), kAdamScalarCount)) {
     return false;
   }
@@ -79,6 +98,7 @@ bool adam_restore_step(const TensorList& params, const TensorList& grads,
     SLSAM_ON_DEVICE(adam_restore_step_, params[0], params, grads, backups, exp_avgs,
                     exp_avg_sqs, scalars);
   }
+  increment(steps);
   return true;
 }
 
@@ -118,8 +138,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("restore_", &slsam::restore, py::arg("params"), py::arg("backups"),
         "w <- backup, bit-exact. False if layouts differ.");
   m.def("adam_restore_step_", &slsam::adam_restore_step, py::arg("params"), py::arg("grads"),
-        py::arg("backups"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("scalars"),
-        "torch's Adam/AdamW step reading w from the backup. False if layouts differ.");
+        py::arg("backups"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("steps"),
+        py::arg("scalars"),
+        "torch's Adam/AdamW step reading w from the backup, then steps += 1. False if "
+        "layouts differ.");
   m.def("sgd_restore_step_", &slsam::sgd_restore_step, py::arg("params"), py::arg("grads"),
         py::arg("backups"), py::arg("momentum_buffers"), py::arg("scalars"),
         "torch's SGD step reading w from the backup. False if layouts differ.");

@@ -7,14 +7,34 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/bit_cast.h>
 
 namespace slsam {
 
+// fp32 -> T, round-to-nearest-even as c10 does. For bf16 this is c10's rounding bit for bit
+// (NaN -> 0x7FC0) written with masks instead of its NaN branch: with the branch (or a select)
+// GCC leaves the bf16 Adam loop scalar ("control flow in loop").
+template <typename T>
+C10_HOST_DEVICE inline T from_float(float x) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    const uint32_t u = c10::bit_cast<uint32_t>(x);
+    const uint32_t rounded_bits = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan_mask = 0u - static_cast<uint32_t>(x != x);
+    const uint32_t out = (rounded_bits & ~nan_mask) | (0x7FC0u & nan_mask);
+    return c10::BFloat16(static_cast<uint16_t>(out), c10::BFloat16::from_bits());
+  } else {
+    return static_cast<T>(x);
+  }
+}
+
 template <typename T>
 C10_HOST_DEVICE inline float rounded(float x) {
-  return static_cast<float>(static_cast<T>(x));
+  return static_cast<float>(from_float<T>(x));
 }
 
 // SAM ascent: w + s*g, ASAM: w + ((s*g)*w)*w, the reference's order of operations.
@@ -39,30 +59,40 @@ struct AdamScalars {
 };
 constexpr int kAdamScalarCount = 8;
 
-// torch.lerp's formula (ATen/native/Lerp.h), which picks the accurate side of the weight.
-C10_HOST_DEVICE inline float lerp(float self, float end, float weight) {
-  return std::abs(weight) < 0.5f ? self + weight * (end - self)
-                                 : end - (end - self) * (1.0f - weight);
-}
-
 // One element of torch's _single_tensor_adam (amsgrad, maximize off) starting from the backup
-// `w`; updates m and v in place and returns the new weight (unrounded).
-template <typename T>
+// `w`; updates m and v in place and returns the new weight (unrounded). The two branches
+// torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
+// kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
+// |1 - beta1| < 0.5, see ATen/native/Lerp.h).
+template <typename T, bool kL2, bool kSmallLerpWeight>
 C10_HOST_DEVICE inline float adam_element(float w, float g, T& m_ref, T& v_ref,
                                           const AdamScalars& s) {
-  if (s.l2 != 0.0f) {
+  if constexpr (kL2) {
     g = rounded<T>(g + s.l2 * w);
   }
-  if (s.decay != 1.0f) {
-    w = rounded<T>(w * s.decay);
-  }
-  const float m = rounded<T>(lerp(static_cast<float>(m_ref), g, s.lerp_weight));
+  // decay is exactly 1 unless AdamW decays the weight, and w * 1 == w: no branch needed.
+  w = rounded<T>(w * s.decay);
+  const float m_old = static_cast<float>(m_ref);
+  const float m = rounded<T>(kSmallLerpWeight ? m_old + s.lerp_weight * (g - m_old)
+                                              : g - (g - m_old) * (1.0f - s.lerp_weight));
   const float v = rounded<T>(rounded<T>(static_cast<float>(v_ref) * s.beta2) +
                              s.one_minus_beta2 * g * g);
-  m_ref = static_cast<T>(m);
-  v_ref = static_cast<T>(v);
+  m_ref = from_float<T>(m);
+  v_ref = from_float<T>(v);
   const float denom = rounded<T>(rounded<T>(std::sqrt(v) / s.bias_correction2_sqrt) + s.eps);
   return w + s.neg_step_size * m / denom;
+}
+
+// Calls body.template operator()<kL2, kSmallLerpWeight>() with the flags of `s`.
+template <typename Body>
+C10_HOST_DEVICE inline decltype(auto) with_adam_flags(const AdamScalars& s, Body&& body) {
+  const bool small_weight = s.lerp_weight > -0.5f && s.lerp_weight < 0.5f;
+  if (s.l2 != 0.0f) {
+    return small_weight ? body.template operator()<true, true>()
+                        : body.template operator()<true, false>();
+  }
+  return small_weight ? body.template operator()<false, true>()
+                      : body.template operator()<false, false>();
 }
 
 // Scalars of one tensor's SGD step.
@@ -88,7 +118,7 @@ C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScal
                         ? g
                         : rounded<T>(rounded<T>(static_cast<float>(*buf) * s.momentum) +
                                      s.one_minus_dampening * g);
-    *buf = static_cast<T>(b);
+    *buf = from_float<T>(b);
     g = s.nesterov != 0.0f ? rounded<T>(g + s.momentum * b) : b;
   }
   return w + s.neg_lr * g;

@@ -1,46 +1,12 @@
-#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
 #include "../ops.h"
 #include "blocks.h"
+#include "kernels.h"
 
 namespace slsam::cpu {
-namespace {
-
-// 16 independent fp32 accumulators: the compiler keeps them in vector registers, and the
-// lane-wise sums are exact reorderings nobody has to license with -ffast-math.
-constexpr int kLanes = 16;
-
-template <typename T, bool kWeighted>
-float block_sqnorm(const T* __restrict__ g, const T* __restrict__ w, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      float x = static_cast<float>(g[i + l]);
-      if constexpr (kWeighted) {
-        x *= static_cast<float>(w[i + l]);
-      }
-      acc[l] += x * x;
-    }
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    float x = static_cast<float>(g[i]);
-    if constexpr (kWeighted) {
-      x *= static_cast<float>(w[i]);
-    }
-    acc[l] += x * x;
-  }
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int l = 0; l < width; ++l) {
-      acc[l] += acc[l + width];
-    }
-  }
-  return acc[0];
-}
-
-}  // namespace
 
 at::Tensor grad_sqnorms(const TensorList& grads, const TensorList& weights) {
   const bool weighted = !weights.empty();
@@ -50,15 +16,16 @@ at::Tensor grad_sqnorms(const TensorList& grads, const TensorList& weights) {
     const at::Tensor& g = grads[b.tensor];
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "grad_sqnorms",
                                     [&] {
-                                      const scalar_t* gp = data_of<scalar_t>(g) + b.begin;
+                                      const auto* gp = data_of<scalar_t>(g) + b.begin;
                                       const int64_t n = b.end - b.begin;
-                                      partials[k] =
-                                          weighted ? block_sqnorm<scalar_t, true>(
-                                                         gp,
-                                                         data_of<scalar_t>(weights[b.tensor]) +
-                                                             b.begin,
-                                                         n)
-                                                   : block_sqnorm<scalar_t, false>(gp, nullptr, n);
+                                      partials[k] = weighted
+                                                        ? weighted_sqnorm_block(
+                                                              gp,
+                                                              data_of<scalar_t>(
+                                                                  weights[b.tensor]) +
+                                                                  b.begin,
+                                                              n)
+                                                        : sqnorm_block(gp, n);
                                     });
   });
   // Blocks are summed in order in double: the result does not depend on the thread count.

@@ -13,10 +13,13 @@ struct AdamStep {
   const AdamScalars* scalars;
 
   __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
-    table.ptr<T>(0, t)[i] = static_cast<T>(adam_element<T>(
-        static_cast<float>(table.ptr<const T>(2, t)[i]),
-        static_cast<float>(table.ptr<const T>(1, t)[i]), table.ptr<T>(3, t)[i],
-        table.ptr<T>(4, t)[i], scalars[table.position(t)]));
+    const AdamScalars& s = scalars[table.position(t)];
+    table.ptr<T>(0, t)[i] = with_adam_flags(s, [&]<bool kL2, bool kSmallLerpWeight>() {
+      return from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
+          static_cast<float>(table.ptr<const T>(2, t)[i]),
+          static_cast<float>(table.ptr<const T>(1, t)[i]), table.ptr<T>(3, t)[i],
+          table.ptr<T>(4, t)[i], s));
+    });
   }
 };
 
@@ -27,7 +30,7 @@ struct SgdStep {
 
   __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
     T* buffer = table.ptr<T>(3, t);
-    table.ptr<T>(0, t)[i] = static_cast<T>(sgd_element<T>(
+    table.ptr<T>(0, t)[i] = from_float<T>(sgd_element<T>(
         static_cast<float>(table.ptr<const T>(2, t)[i]),
         static_cast<float>(table.ptr<const T>(1, t)[i]), buffer ? buffer + i : nullptr,
         scalars[table.position(t)]));

@@ -16,7 +16,7 @@ struct Perturb {
     T* w = table.ptr<T>(0, t);
     const T old = w[i];
     table.ptr<T>(2, t)[i] = old;
-    w[i] = static_cast<T>(perturbed(static_cast<float>(old),
+    w[i] = from_float<T>(perturbed(static_cast<float>(old),
                                     static_cast<float>(table.ptr<const T>(1, t)[i]),
                                     scales[table.position(t)], kAdaptive));
   }

@@ -15,8 +15,8 @@ without a backup), returns False having changed nothing; the caller then restore
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from numbers import Real
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -113,7 +113,8 @@ def _supported(p: torch.Tensor, grad: torch.Tensor) -> bool:
 
 
 def _reals(*values: Any) -> bool:
-    return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+    # A type test, not isinstance(Real): the ABC check costs ~1 us, per tensor per step.
+    return all(type(v) in (float, int) for v in values)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -121,17 +122,41 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+def _adam_rows(group: dict[str, Any]) -> Callable[[float], tuple[float, ...]] | None:
+    """The kernel's scalars (``AdamScalars`` in csrc/common/elementwise.h) of a tensor in
+    ``group`` at a given step, computed as torch's ``_single_tensor_adam`` does; None when the
+    group holds a hyperparameter this path does not take (a tensor lr or beta)."""
+    lr, (beta1, beta2), eps, weight_decay = (
+        group["lr"],
+        group["betas"],
+        group["eps"],
+        group["weight_decay"],
+    )
+    if not _reals(lr, beta1, beta2, eps, weight_decay):
+        return None
+    decoupled = bool(group.get("decoupled_weight_decay", False))
+    decay = 1 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+
+    @functools.cache
+    def rows(step: float) -> tuple[float, ...]:
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        return (decay, l2, 1 - beta1, beta2, 1 - beta2, bias_correction2**0.5, eps, -step_size)
+
+    return rows
+
+
 def _adam_step(optimizer: torch.optim.Optimizer, stepped: _Stepped) -> bool:
     new_states: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-    exp_avgs, exp_avg_sqs, steps, rows = [], [], [], []
+    exp_avgs, exp_avg_sqs, steps, row_makers = [], [], [], []
+    makers: dict[int, Callable[[float], tuple[float, ...]] | None] = {}
     for group, p, _, _ in stepped:
-        lr, (beta1, beta2), eps, weight_decay = (
-            group["lr"],
-            group["betas"],
-            group["eps"],
-            group["weight_decay"],
-        )
-        if not _reals(lr, beta1, beta2, eps, weight_decay):
+        if id(group) not in makers:
+            makers[id(group)] = _adam_rows(group)
+        maker = makers[id(group)]
+        if maker is None:
             return False
         state = optimizer.state.get(p)
         if not state:
@@ -140,38 +165,22 @@ def _adam_step(optimizer: torch.optim.Optimizer, stepped: _Stepped) -> bool:
                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
             }
-        step_t = state.get("step")
-        if not isinstance(step_t, torch.Tensor) or step_t.device.type != "cpu":
-            return False
-        # torch adds 1 to the step tensor, then reads it as a Python float.
-        step = float(step_t) + 1.0
-        decoupled = bool(group.get("decoupled_weight_decay", False))
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        rows.append(
-            (
-                1 - lr * weight_decay if decoupled else 1.0,
-                0.0 if decoupled else weight_decay,
-                1 - beta1,
-                beta2,
-                1 - beta2,
-                bias_correction2**0.5,
-                eps,
-                -(lr / bias_correction1),
-            )
-        )
         exp_avgs.append(state.get("exp_avg"))
         exp_avg_sqs.append(state.get("exp_avg_sq"))
-        steps.append(step_t)
-    if not all(isinstance(t, torch.Tensor) for t in exp_avgs + exp_avg_sqs):
+        steps.append(state.get("step"))
+        row_makers.append(maker)
+    if not all(isinstance(t, torch.Tensor) for t in (*exp_avgs, *exp_avg_sqs, *steps)):
         return False
+    if not all(s.numel() == 1 and s.device.type == "cpu" for s in steps):
+        return False
+    # torch adds 1 to the step tensor, then reads it as a Python float (exact below 2**24).
+    rows = [rows_at(s.item() + 1.0) for rows_at, s in zip(row_makers, steps, strict=True)]
     params, grads, backups = _columns(stepped)
     table = torch.tensor(rows, dtype=torch.float32)
-    if not C.adam_restore_step_(params, grads, backups, exp_avgs, exp_avg_sqs, table):
+    if not C.adam_restore_step_(params, grads, backups, exp_avgs, exp_avg_sqs, steps, table):
         return False
     for p, state in new_states.items():
         optimizer.state[p] = state
-    torch._foreach_add_(steps, 1.0)
     return True
 
 
@@ -196,16 +205,8 @@ def _sgd_step(optimizer: torch.optim.Optimizer, stepped: _Stepped) -> bool:
                 buffer = new_buffers[p] = torch.empty_like(p, memory_format=torch.preserve_format)
                 first_step = True
         buffers.append(buffer)
-        rows.append(
-            (
-                weight_decay,
-                momentum,
-                1 - dampening,
-                -lr,
-                float(bool(group["nesterov"])),
-                float(first_step),
-            )
-        )
+        nesterov = float(bool(group["nesterov"]))
+        rows.append((weight_decay, momentum, 1 - dampening, -lr, nesterov, float(first_step)))
     params, grads, backups = _columns(stepped)
     table = torch.tensor(rows, dtype=torch.float32)
     if not C.sgd_restore_step_(params, grads, backups, buffers, table):
