@@ -11,10 +11,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slsam_kernels")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="versions and available backends")
-    demo_parser = commands.add_parser("demo", help="fine-tune a pretrained model with SAM/SL-SAM")
-    from .demo import cli as demo_cli
-
-    demo_cli.add_arguments(demo_parser)
+    try:
+        from .demo import cli as demo_cli
+    except ModuleNotFoundError as exc:  # `info` must work in a checkout without the demo
+        if exc.name != f"{__package__}.demo":
+            raise
+        demo_cli = None
+    if demo_cli is not None:
+        demo_parser = commands.add_parser(
+            "demo", help="fine-tune a pretrained model with SAM/SL-SAM"
+        )
+        demo_cli.add_arguments(demo_parser)
     args = parser.parse_args(argv)
     if args.command == "info":
         from .info import report
