@@ -83,16 +83,24 @@ C10_HOST_DEVICE inline float adam_element(float w, float g, T& m_ref, T& v_ref,
   return w + s.neg_step_size * m / denom;
 }
 
-// Calls body.template operator()<kL2, kSmallLerpWeight>() with the flags of `s`.
-template <typename Body>
-C10_HOST_DEVICE inline decltype(auto) with_adam_flags(const AdamScalars& s, Body&& body) {
-  const bool small_weight = s.lerp_weight > -0.5f && s.lerp_weight < 0.5f;
-  if (s.l2 != 0.0f) {
-    return small_weight ? body.template operator()<true, true>()
-                        : body.template operator()<true, false>();
+// Calls body.template operator()<b0, b1, ...>() with the runtime bools as template arguments,
+// so a loop over elements sees per-tensor branches as constants (and vectorises). Always
+// inlined: the CPU kernels' target_clones reach only code inlined into them.
+template <bool... kFixed, typename Body, typename... Bools>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_flags(Body&& body, bool flag, Bools... rest) {
+  if constexpr (sizeof...(rest) == 0) {
+    flag ? body.template operator()<kFixed..., true>()
+         : body.template operator()<kFixed..., false>();
+  } else {
+    flag ? with_flags<kFixed..., true>(body, rest...)
+         : with_flags<kFixed..., false>(body, rest...);
   }
-  return small_weight ? body.template operator()<false, true>()
-                      : body.template operator()<false, false>();
+}
+
+// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight.
+template <typename Body>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_adam_flags(const AdamScalars& s, Body&& body) {
+  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f);
 }
 
 // Scalars of one tensor's SGD step.
@@ -106,22 +114,29 @@ struct SgdScalars {
 };
 constexpr int kSgdScalarCount = 6;
 
-// One element of torch's _single_tensor_sgd (maximize off) from the backup `w`. `buf` is null
-// when momentum is 0 (torch keeps no buffer then). Returns the new weight (unrounded).
-template <typename T>
+// One element of torch's _single_tensor_sgd (maximize off) from the backup `w`; `buf` is the
+// momentum buffer element (unused without kMomentum: torch keeps no buffer then). Returns the
+// new weight (unrounded). kFirstStep: the buffer is new, torch's rule buf = d_p applies.
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
 C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScalars& s) {
-  if (s.weight_decay != 0.0f) {
+  if constexpr (kWeightDecay) {
     g = rounded<T>(g + s.weight_decay * w);
   }
-  if (buf != nullptr) {
-    const float b = s.first_step != 0.0f
-                        ? g
-                        : rounded<T>(rounded<T>(static_cast<float>(*buf) * s.momentum) +
-                                     s.one_minus_dampening * g);
+  if constexpr (kMomentum) {
+    const float b = kFirstStep ? g
+                               : rounded<T>(rounded<T>(static_cast<float>(*buf) * s.momentum) +
+                                            s.one_minus_dampening * g);
     *buf = from_float<T>(b);
-    g = s.nesterov != 0.0f ? rounded<T>(g + s.momentum * b) : b;
+    g = kNesterov ? rounded<T>(g + s.momentum * b) : b;
   }
   return w + s.neg_lr * g;
+}
+
+// The flags of sgd_element for one tensor: kWeightDecay, kMomentum, kFirstStep, kNesterov.
+template <typename Body>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_sgd_flags(const SgdScalars& s, bool momentum, Body&& body) {
+  with_flags(body, s.weight_decay != 0.0f, momentum, momentum && s.first_step != 0.0f,
+             momentum && s.nesterov != 0.0f);
 }
 
 }  // namespace slsam

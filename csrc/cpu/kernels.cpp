@@ -4,6 +4,8 @@
 // Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both.
 #include "kernels.h"
 
+#include <algorithm>
+
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define SLSAM_MULTIVERSIONED __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -13,30 +15,37 @@
 namespace slsam::cpu {
 namespace {
 
-// 16 independent fp32 accumulators: they live in vector registers, and summing lane-wise is a
-// reordering nobody has to license with -ffast-math.
+// Element i of a block goes to accumulator i % 16, in order, and the 16 are added pairwise:
+// a fixed order, the same in every clone. Products are staged in a 256-float tile so both
+// loops vectorise for bf16 too (converting in the accumulating loop kept it scalar).
 constexpr int kLanes = 16;
+constexpr int kTile = 256;
 
 template <typename T, bool kWeighted>
 __attribute__((always_inline)) inline float sqnorm(const T* __restrict__ g,
                                                    const T* __restrict__ w, int64_t n) {
   float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      float x = static_cast<float>(g[i + l]);
+  float tile[kTile];
+  for (int64_t start = 0; start < n; start += kTile) {
+    const int count = static_cast<int>(std::min<int64_t>(kTile, n - start));
+    for (int j = 0; j < count; ++j) {
+      float x = static_cast<float>(g[start + j]);
       if constexpr (kWeighted) {
-        x *= static_cast<float>(w[i + l]);
+        x *= static_cast<float>(w[start + j]);
       }
-      acc[l] += x * x;
+      tile[j] = x * x;
     }
-  }
-  for (int l = 0; i < n; ++i, ++l) {
-    float x = static_cast<float>(g[i]);
-    if constexpr (kWeighted) {
-      x *= static_cast<float>(w[i]);
+    if (count == kTile) {
+      for (int j = 0; j < kTile; j += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          acc[l] += tile[j + l];
+        }
+      }
+    } else {
+      for (int j = 0; j < count; ++j) {
+        acc[j % kLanes] += tile[j];
+      }
     }
-    acc[l] += x * x;
   }
   for (int width = kLanes / 2; width > 0; width /= 2) {
     for (int l = 0; l < width; ++l) {
@@ -58,9 +67,12 @@ __attribute__((always_inline)) inline void perturb(T* __restrict__ w, const T* _
   }
 }
 
-// The scalars come by value and the loop sits in its own function with __restrict__
-// parameters: through a reference, or a lambda's captures, the compiler must assume they alias
-// the outputs, and the bf16 loop stays scalar.
+// The scalars come by value and each loop sits in a function with __restrict__ parameters:
+// through a reference the compiler must assume they alias the outputs and the bf16 loops stay
+// scalar. The flag lambdas are always_inline: target_clones clones only the functions it
+// marks, so a lambda left out of line would run baseline code.
+#define SLSAM_INLINE_LAMBDA __attribute__((always_inline))
+
 template <typename T, bool kL2, bool kSmallLerpWeight>
 __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __restrict__ g,
                                                 const T* __restrict__ backup,
@@ -72,37 +84,15 @@ __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __re
   }
 }
 
-// Picks adam<> for the scalars' flags. No lambda (with_adam_flags): a lambda's body is a
-// function of its own, and target_clones does not clone it.
-template <typename T>
-__attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, const T* backup,
-                                                           T* m, T* v, int64_t n,
-                                                           const AdamScalars s) {
-  const bool small_weight = s.lerp_weight > -0.5f && s.lerp_weight < 0.5f;
-  if (s.l2 != 0.0f) {
-    small_weight ? adam<T, true, true>(w, g, backup, m, v, n, s)
-                 : adam<T, true, false>(w, g, backup, m, v, n, s);
-  } else {
-    small_weight ? adam<T, false, true>(w, g, backup, m, v, n, s)
-                 : adam<T, false, false>(w, g, backup, m, v, n, s);
-  }
-}
-
-template <typename T>
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
 __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __restrict__ g,
                                                const T* __restrict__ backup,
                                                T* __restrict__ buffer, int64_t n,
                                                const SgdScalars s) {
-  if (buffer == nullptr) {
-    for (int64_t i = 0; i < n; ++i) {
-      w[i] = from_float<T>(
-          sgd_element<T>(static_cast<float>(backup[i]), static_cast<float>(g[i]), nullptr, s));
-    }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      w[i] = from_float<T>(sgd_element<T>(static_cast<float>(backup[i]),
-                                           static_cast<float>(g[i]), buffer + i, s));
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] = from_float<T>(sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
+        static_cast<float>(backup[i]), static_cast<float>(g[i]), kMomentum ? buffer + i : nullptr,
+        s));
   }
 }
 
@@ -125,11 +115,18 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
   }                                                                                          \
   SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,        \
                                        T* exp_avg_sq, int64_t n, const AdamScalars& s) {     \
-    adam_with_flags<T>(w, g, backup, exp_avg, exp_avg_sq, n, s);                             \
+    with_adam_flags(s, [&]<bool kL2, bool kSmall>() SLSAM_INLINE_LAMBDA {                    \
+      adam<T, kL2, kSmall>(w, g, backup, exp_avg, exp_avg_sq, n, s);                         \
+    });                                                                                      \
   }                                                                                          \
   SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, \
                                       int64_t n, const SgdScalars& s) {                      \
-    sgd<T>(w, g, backup, momentum_buffer, n, s);                                             \
+    with_sgd_flags(s, momentum_buffer != nullptr,                                            \
+                   [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>()           \
+                       SLSAM_INLINE_LAMBDA {                                                 \
+                         sgd<T, kDecay, kMomentum, kFirst, kNesterov>(w, g, backup,          \
+                                                                      momentum_buffer, n, s); \
+                       });                                                                   \
   }
 
 SLSAM_DEFINE_BLOCK_KERNELS(float)

@@ -14,11 +14,12 @@ struct AdamStep {
 
   __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
     const AdamScalars& s = scalars[table.position(t)];
-    table.ptr<T>(0, t)[i] = with_adam_flags(s, [&]<bool kL2, bool kSmallLerpWeight>() {
-      return from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
-          static_cast<float>(table.ptr<const T>(2, t)[i]),
-          static_cast<float>(table.ptr<const T>(1, t)[i]), table.ptr<T>(3, t)[i],
-          table.ptr<T>(4, t)[i], s));
+    T* w = table.ptr<T>(0, t);
+    const float backup = static_cast<float>(table.ptr<const T>(2, t)[i]);
+    const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
+    with_adam_flags(s, [&]<bool kL2, bool kSmallLerpWeight>() {
+      w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
+          backup, g, table.ptr<T>(3, t)[i], table.ptr<T>(4, t)[i], s));
     });
   }
 };
@@ -29,11 +30,16 @@ struct SgdStep {
   const SgdScalars* scalars;
 
   __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
+    const SgdScalars& s = scalars[table.position(t)];
     T* buffer = table.ptr<T>(3, t);
-    table.ptr<T>(0, t)[i] = from_float<T>(sgd_element<T>(
-        static_cast<float>(table.ptr<const T>(2, t)[i]),
-        static_cast<float>(table.ptr<const T>(1, t)[i]), buffer ? buffer + i : nullptr,
-        scalars[table.position(t)]));
+    T* w = table.ptr<T>(0, t);
+    const float backup = static_cast<float>(table.ptr<const T>(2, t)[i]);
+    const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
+    with_sgd_flags(s, buffer != nullptr,
+                   [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>() {
+                     w[i] = from_float<T>(sgd_element<T, kDecay, kMomentum, kFirst, kNesterov>(
+                         backup, g, kMomentum ? buffer + i : nullptr, s));
+                   });
   }
 };
 
