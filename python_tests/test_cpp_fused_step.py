@@ -41,15 +41,20 @@ CONFIGS = [
 ]
 
 
-def tolerances(dtype: torch.dtype) -> dict[str, float]:
-    # torch's vectorised kernels fuse some multiply-adds that the fused step rounds twice (and
-    # the reverse), so each step may land one rounding of the dtype away, at the scale of the
-    # operands (~1 here), not of the result: a few eps over STEPS steps, absolute and relative.
-    eps = torch.finfo(dtype).eps
-    return {"rtol": 4 * eps, "atol": 4 * eps}
+def tolerances(expected: torch.Tensor) -> dict[str, float]:
+    """torch's vectorised kernels fuse some multiply-adds that the fused step rounds twice (and
+    the reverse), so each step may land one rounding of the dtype away, at the scale of the
+    operands (momentum buffers reach ~10x the gradients), not of the result: a few eps of the
+    largest magnitude, compounded over STEPS steps. In fp32 Adam's m / sqrt(v) also
+    magnifies a last-bit difference of a near-zero gradient past that (seen: 2x); in bf16 and
+    fp16 the storage rounding absorbs it."""
+    eps = torch.finfo(expected.dtype).eps
+    ulps = 16 if expected.dtype == torch.float32 else 4
+    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    return {"rtol": ulps * eps, "atol": ulps * eps * scale}
 
 
-def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optimizer, dtype):
+def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optimizer) -> None:
     fused_state, torch_state = fused.state_dict(), torch_opt.state_dict()
     assert fused_state["param_groups"] == torch_state["param_groups"]
     assert fused_state["state"].keys() == torch_state["state"].keys()
@@ -60,7 +65,7 @@ def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optim
             assert actual[key].dtype == value.dtype and actual[key].device == value.device
             where = f"state[{index}][{key!r}]"
             torch.testing.assert_close(
-                actual[key], value, **tolerances(dtype), msg=lambda m, w=where: f"{w}: {m}"
+                actual[key], value, **tolerances(value), msg=lambda m, w=where: f"{w}: {m}"
             )
 
 
@@ -99,8 +104,8 @@ def test_fused_step_matches_torch(optimizer_class, options, dtype):
         options = {**options, "eps": 1e-2}
     fused_params, fused_opt, torch_params, torch_opt = run_both(optimizer_class, options, dtype)
     for i, (p, q) in enumerate(zip(fused_params, torch_params, strict=True)):
-        torch.testing.assert_close(p, q, **tolerances(dtype), msg=lambda m, i=i: f"param {i}: {m}")
-    assert_same_state(fused_opt, torch_opt, dtype)
+        torch.testing.assert_close(p, q, **tolerances(q), msg=lambda m, i=i: f"param {i}: {m}")
+    assert_same_state(fused_opt, torch_opt)
 
 
 @pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
@@ -116,8 +121,8 @@ def test_state_dict_hands_over_to_torch_mid_run(optimizer_class, options):
     handed_over.step()
     torch_opt.step()
     for p, q in zip(fused_params, torch_params, strict=True):
-        torch.testing.assert_close(p, q, **tolerances(torch.float32))
-    assert_same_state(handed_over, torch_opt, torch.float32)
+        torch.testing.assert_close(p, q, **tolerances(q))
+    assert_same_state(handed_over, torch_opt)
 
 
 def test_tensors_without_grad_are_restored_and_not_stepped():
