@@ -53,9 +53,13 @@ at::Tensor grad_sqnorms(TensorList grads, std::optional<TensorList> weights) {
   }
   TensorList w = weights.value_or(TensorList{});
   for (size_t i = 0; i < grads.size(); ++i) {
-    if (!w.empty() && !laid_out_alike(grads[i], w[i])) {
+    if (!w.empty() && w[i].scalar_type() != grads[i].scalar_type()) {
+      // The reference multiplies in fp32: so do we, on fp32 copies (exact).
+      grads[i] = grads[i].to(at::kFloat).contiguous();
+      w[i] = w[i].to(at::kFloat).contiguous();
+    } else if (!w.empty() && !laid_out_alike(grads[i], w[i])) {
       grads[i] = grads[i].contiguous();
-      w[i] = w[i].to(grads[i].scalar_type()).contiguous();
+      w[i] = w[i].contiguous();
     } else if (!grads[i].is_non_overlapping_and_dense()) {
       grads[i] = grads[i].contiguous();
     }

@@ -145,3 +145,16 @@ def test_layouts_the_loops_do_not_take_fall_back_to_the_reference():
     param.zero_()
     cpp.restore_([param], [backup])
     assert torch.equal(param, original)
+
+
+def test_grad_sqnorms_weights_of_another_dtype_multiply_in_fp32():
+    gen, seed = fresh_generator()
+    grads = randn([1000, 65537], [torch.bfloat16], gen)
+    weights = randn([1000, 65537], [torch.float32], gen)
+    torch.testing.assert_close(
+        cpp.grad_sqnorms(grads, weights),
+        reference.grad_sqnorms(grads, weights),
+        rtol=1e-5,
+        atol=0,
+        msg=f"seed {seed}",
+    )
