@@ -184,29 +184,40 @@ def _adam_step(optimizer: torch.optim.Optimizer, stepped: _Stepped) -> bool:
     return True
 
 
+def _sgd_group_row(group: dict[str, Any]) -> tuple[float, ...] | None:
+    """The kernel's scalars (``SgdScalars``) of ``group`` but the per-tensor first-step flag;
+    None when the group holds a hyperparameter this path does not take (a tensor)."""
+    lr, momentum, dampening, weight_decay = (
+        group["lr"],
+        group["momentum"],
+        group["dampening"],
+        group["weight_decay"],
+    )
+    if not _reals(lr, momentum, dampening, weight_decay):
+        return None
+    return (weight_decay, momentum, 1 - dampening, -lr, float(bool(group["nesterov"])))
+
+
 def _sgd_step(optimizer: torch.optim.Optimizer, stepped: _Stepped) -> bool:
     new_buffers: dict[torch.Tensor, torch.Tensor] = {}
     buffers: list[torch.Tensor | None] = []
     rows = []
+    group_rows: dict[int, tuple[float, ...] | None] = {}
     for group, p, _, _ in stepped:
-        lr, momentum, dampening, weight_decay = (
-            group["lr"],
-            group["momentum"],
-            group["dampening"],
-            group["weight_decay"],
-        )
-        if not _reals(lr, momentum, dampening, weight_decay):
+        if id(group) not in group_rows:
+            group_rows[id(group)] = _sgd_group_row(group)
+        row = group_rows[id(group)]
+        if row is None:
             return False
         buffer, first_step = None, False
-        if momentum != 0:
+        if group["momentum"] != 0:
             buffer = optimizer.state.get(p, {}).get("momentum_buffer")
             if buffer is None:
                 # torch's first step sets buf = d_p; the kernel writes it (first_step flag).
                 buffer = new_buffers[p] = torch.empty_like(p, memory_format=torch.preserve_format)
                 first_step = True
         buffers.append(buffer)
-        nesterov = float(bool(group["nesterov"]))
-        rows.append((weight_decay, momentum, 1 - dampening, -lr, nesterov, float(first_step)))
+        rows.append((*row, float(first_step)))
     params, grads, backups = _columns(stepped)
     table = torch.tensor(rows, dtype=torch.float32)
     if not C.sgd_restore_step_(params, grads, backups, buffers, table):
