@@ -21,11 +21,15 @@ _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
     "reference": ("slsam_kernels.reference", ("cpu", "cuda", "mps", "xpu")),
     # cpu only under TRITON_INTERPRET=1; the module narrows this with its DEVICE_TYPES
     "triton": ("slsam_kernels.triton", ("cuda", "cpu")),
+    "cpp": ("slsam_kernels.extension.cpu", ("cpu",)),
+    "cuda": ("slsam_kernels.extension.cuda", ("cuda",)),
 }
 
+# Triton first on CUDA: its multi-tensor kernels compile to vector loads (checked in the PTX),
+# the CUDA extension's use scalar loads. Neither has been timed on a GPU yet.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("triton", "reference"),
-    "cpu": ("reference",),
+    "cuda": ("triton", "cuda", "reference"),
+    "cpu": ("cpp", "reference"),
 }
 
 

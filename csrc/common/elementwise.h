@@ -1,0 +1,142 @@
+// Per-element math shared by the CPU loops and the CUDA kernels, so both backends round alike.
+//
+// Every value is widened to fp32, and rounded back to the storage type T wherever torch's own
+// for-loop optimizers store an intermediate tensor (`rounded<T>`), so a bf16/fp16 step follows
+// torch's roundings. No fused multiply-add: the builds pass -ffp-contract=off / --fmad=false,
+// so `w + s * g` rounds twice, as torch's reference does.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/bit_cast.h>
+
+namespace slsam {
+
+// fp32 -> T, round-to-nearest-even as c10 does. For bf16 this is c10's rounding bit for bit
+// (NaN -> 0x7FC0) written with masks instead of its NaN branch: with the branch (or a select)
+// GCC leaves the bf16 Adam loop scalar ("control flow in loop").
+template <typename T>
+C10_HOST_DEVICE inline T from_float(float x) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    const uint32_t u = c10::bit_cast<uint32_t>(x);
+    const uint32_t rounded_bits = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan_mask = 0u - static_cast<uint32_t>(x != x);
+    const uint32_t out = (rounded_bits & ~nan_mask) | (0x7FC0u & nan_mask);
+    return c10::BFloat16(static_cast<uint16_t>(out), c10::BFloat16::from_bits());
+  } else {
+    return static_cast<T>(x);
+  }
+}
+
+template <typename T>
+C10_HOST_DEVICE inline float rounded(float x) {
+  return static_cast<float>(from_float<T>(x));
+}
+
+// SAM ascent: w + s*g, ASAM: w + ((s*g)*w)*w, the reference's order of operations.
+C10_HOST_DEVICE inline float perturbed(float w, float g, float scale, bool adaptive) {
+  float e = scale * g;
+  if (adaptive) {
+    e = e * w * w;
+  }
+  return w + e;
+}
+
+// Scalars of one tensor's Adam/AdamW step, precomputed on the host in double as torch does.
+struct AdamScalars {
+  float decay;  // 1 - lr * weight_decay (AdamW), else 1
+  float l2;  // weight_decay (Adam), else 0
+  float lerp_weight;  // 1 - beta1
+  float beta2;
+  float one_minus_beta2;
+  float bias_correction2_sqrt;
+  float eps;
+  float neg_step_size;  // -lr / (1 - beta1^step)
+};
+constexpr int kAdamScalarCount = 8;
+
+// One element of torch's _single_tensor_adam (amsgrad, maximize off) starting from the backup
+// `w`; updates m and v in place and returns the new weight (unrounded). The two branches
+// torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
+// kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
+// |1 - beta1| < 0.5, see ATen/native/Lerp.h).
+template <typename T, bool kL2, bool kSmallLerpWeight>
+C10_HOST_DEVICE inline float adam_element(float w, float g, T& m_ref, T& v_ref,
+                                          const AdamScalars& s) {
+  if constexpr (kL2) {
+    g = rounded<T>(g + s.l2 * w);
+  }
+  // decay is exactly 1 unless AdamW decays the weight, and w * 1 == w: no branch needed.
+  w = rounded<T>(w * s.decay);
+  const float m_old = static_cast<float>(m_ref);
+  const float m = rounded<T>(kSmallLerpWeight ? m_old + s.lerp_weight * (g - m_old)
+                                              : g - (g - m_old) * (1.0f - s.lerp_weight));
+  const float v = rounded<T>(rounded<T>(static_cast<float>(v_ref) * s.beta2) +
+                             s.one_minus_beta2 * g * g);
+  m_ref = from_float<T>(m);
+  v_ref = from_float<T>(v);
+  const float denom = rounded<T>(rounded<T>(std::sqrt(v) / s.bias_correction2_sqrt) + s.eps);
+  return w + s.neg_step_size * m / denom;
+}
+
+// Calls body.template operator()<b0, b1, ...>() with the runtime bools as template arguments,
+// so a loop over elements sees per-tensor branches as constants (and vectorises). Always
+// inlined: the CPU kernels' target_clones reach only code inlined into them.
+template <bool... kFixed, typename Body, typename... Bools>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_flags(Body&& body, bool flag, Bools... rest) {
+  if constexpr (sizeof...(rest) == 0) {
+    flag ? body.template operator()<kFixed..., true>()
+         : body.template operator()<kFixed..., false>();
+  } else {
+    flag ? with_flags<kFixed..., true>(body, rest...)
+         : with_flags<kFixed..., false>(body, rest...);
+  }
+}
+
+// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight.
+template <typename Body>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_adam_flags(const AdamScalars& s, Body&& body) {
+  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f);
+}
+
+// Scalars of one tensor's SGD step.
+struct SgdScalars {
+  float weight_decay;
+  float momentum;
+  float one_minus_dampening;
+  float neg_lr;
+  float nesterov;  // 0 or 1
+  float first_step;  // 1: the momentum buffer is new, torch's rule buf = d_p applies
+};
+constexpr int kSgdScalarCount = 6;
+
+// One element of torch's _single_tensor_sgd (maximize off) from the backup `w`; `buf` is the
+// momentum buffer element (unused without kMomentum: torch keeps no buffer then). Returns the
+// new weight (unrounded). kFirstStep: the buffer is new, torch's rule buf = d_p applies.
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
+C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScalars& s) {
+  if constexpr (kWeightDecay) {
+    g = rounded<T>(g + s.weight_decay * w);
+  }
+  if constexpr (kMomentum) {
+    const float b = kFirstStep ? g
+                               : rounded<T>(rounded<T>(static_cast<float>(*buf) * s.momentum) +
+                                            s.one_minus_dampening * g);
+    *buf = from_float<T>(b);
+    g = kNesterov ? rounded<T>(g + s.momentum * b) : b;
+  }
+  return w + s.neg_lr * g;
+}
+
+// The flags of sgd_element for one tensor: kWeightDecay, kMomentum, kFirstStep, kNesterov.
+template <typename Body>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_sgd_flags(const SgdScalars& s, bool momentum, Body&& body) {
+  with_flags(body, s.weight_decay != 0.0f, momentum, momentum && s.first_step != 0.0f,
+             momentum && s.nesterov != 0.0f);
+}
+
+}  // namespace slsam

@@ -1,0 +1,55 @@
+"""Shared pieces of the extension's tests: the skip mark, dtypes, fresh random inputs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from slsam_kernels.extension import cpu as cpp_backend
+
+requires_extension = pytest.mark.skipif(
+    bool(cpp_backend.UNAVAILABLE_REASON),
+    reason=f"slsam_kernels._C is unavailable ({cpp_backend.UNAVAILABLE_REASON}); fix: "
+    "`python setup.py build_ext --inplace` in the repository root",
+)
+
+DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.bfloat16, id="bf16"),
+    pytest.param(torch.float16, id="fp16"),
+]
+
+# The CPU loops work in blocks of 65536 elements (csrc/cpu/blocks.h): sizes on both sides of
+# one and two block boundaries, an empty tensor, and an odd size far from any power of two.
+ODD_SIZES = [0, 1, 7, 65535, 65536, 65537, 131073, 278011]
+
+
+def fresh_generator() -> tuple[torch.Generator, int]:
+    """A generator with a newly drawn seed (returned too, for failure messages)."""
+    seed = random.randrange(2**31)
+    return torch.Generator().manual_seed(seed), seed
+
+
+def randn(sizes: list[int], dtypes: list[torch.dtype], gen: torch.Generator) -> list[torch.Tensor]:
+    """One standard-normal tensor per size, the dtypes cycled over the sizes."""
+    return [torch.randn(n, generator=gen).to(dtypes[i % len(dtypes)]) for i, n in enumerate(sizes)]
+
+
+def nan_like(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Outputs poisoned with NaN, so an element the op forgets to write shows."""
+    return [torch.full_like(t, float("nan")) for t in tensors]
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits of ``t``, for bit-exact comparisons that treat NaN payloads as values."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def assert_bitwise_equal(actual: list[torch.Tensor], expected: list[torch.Tensor], msg: str):
+    """Every pair of tensors holds the same bits."""
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert a.dtype == e.dtype and a.shape == e.shape, f"{msg}: tensor {i}"
+        assert torch.equal(bits(a), bits(e)), f"{msg}: tensor {i} ({a.dtype}, {a.numel()})"

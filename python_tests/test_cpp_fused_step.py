@@ -1,0 +1,203 @@
+"""The extension's fused restore + step against torch's own AdamW / Adam / SGD step."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from cpp_testing import DTYPES, ODD_SIZES, fresh_generator, randn, requires_extension
+
+from slsam_kernels.extension.fused_step import fused_restore_step
+
+pytestmark = requires_extension
+
+STEPS = 4
+SIZES = [s for s in ODD_SIZES if s < 200_000]
+
+CONFIGS = [
+    pytest.param(torch.optim.AdamW, {"lr": 1e-2}, id="adamw"),
+    pytest.param(torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 0.0}, id="adamw-no-wd"),
+    pytest.param(
+        torch.optim.AdamW,
+        {"lr": 1e-2, "betas": (0.5, 0.9), "eps": 1e-6, "weight_decay": 0.3},
+        id="adamw-betas-eps",
+    ),
+    pytest.param(torch.optim.Adam, {"lr": 1e-2, "weight_decay": 0.1}, id="adam-l2"),
+    pytest.param(torch.optim.SGD, {"lr": 0.1}, id="sgd"),
+    pytest.param(torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.01}, id="sgd-wd"),
+    pytest.param(torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}, id="sgd-momentum"),
+    pytest.param(
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 1e-3},
+        id="sgd-dampening-wd",
+    ),
+    pytest.param(
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+        id="sgd-nesterov-wd",
+    ),
+]
+
+
+def tolerances(expected: torch.Tensor) -> dict[str, float]:
+    """torch's vectorised kernels fuse some multiply-adds that the fused step rounds twice (and
+    the reverse), so each step may land one rounding of the dtype away, at the scale of the
+    operands (momentum buffers reach ~10x the gradients), not of the result: a few eps of the
+    largest magnitude, compounded over STEPS steps. In fp32 Adam's m / sqrt(v) also
+    magnifies a last-bit difference of a near-zero gradient past that (seen: 2x); in bf16 and
+    fp16 the storage rounding absorbs it."""
+    eps = torch.finfo(expected.dtype).eps
+    ulps = 16 if expected.dtype == torch.float32 else 4
+    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    return {"rtol": ulps * eps, "atol": ulps * eps * scale}
+
+
+def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optimizer) -> None:
+    fused_state, torch_state = fused.state_dict(), torch_opt.state_dict()
+    assert fused_state["param_groups"] == torch_state["param_groups"]
+    assert fused_state["state"].keys() == torch_state["state"].keys()
+    for index, expected in torch_state["state"].items():
+        actual = fused_state["state"][index]
+        assert actual.keys() == expected.keys(), f"state of param {index}"
+        for key, value in expected.items():
+            assert actual[key].dtype == value.dtype and actual[key].device == value.device
+            where = f"state[{index}][{key!r}]"
+            torch.testing.assert_close(
+                actual[key], value, **tolerances(value), msg=lambda m, w=where: f"{w}: {m}"
+            )
+
+
+def run_both(
+    optimizer_class: type[torch.optim.Optimizer],
+    options: dict[str, Any],
+    dtype: torch.dtype,
+    *,
+    steps: int = STEPS,
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer, list[torch.Tensor], torch.optim.Optimizer]:
+    """Step two copies of the same params: one with the fused step from perturbed weights and
+    backups, one with torch's own step."""
+    gen, _ = fresh_generator()
+    fused_params = randn(SIZES, [dtype], gen)
+    torch_params = [p.clone() for p in fused_params]
+    fused_opt = optimizer_class(fused_params, **options)
+    torch_opt = optimizer_class(torch_params, **options)
+    for _ in range(steps):
+        backups = [p.clone() for p in fused_params]
+        for p, q in zip(fused_params, torch_params, strict=True):
+            grad = torch.randn(p.shape, generator=gen).to(dtype)
+            p.grad, q.grad = grad.clone(), grad
+            p.add_(torch.randn(p.shape, generator=gen).to(dtype))  # the SAM perturbation
+        assert fused_restore_step(fused_opt, fused_params, backups)
+        torch_opt.step()
+    return fused_params, fused_opt, torch_params, torch_opt
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
+def test_fused_step_matches_torch(optimizer_class, options, dtype):
+    if dtype == torch.float16 and optimizer_class is not torch.optim.SGD:
+        # fp16's exp_avg_sq goes subnormal for |g| < ~0.1, where one rounding moves sqrt(v)
+        # by a large factor (and eps=1e-8 rounds to 0, so 0/0 is one rounding away). An eps
+        # above sqrt(smallest normal) = 7.8e-3 keeps the step well-conditioned.
+        options = {**options, "eps": 1e-2}
+    fused_params, fused_opt, torch_params, torch_opt = run_both(optimizer_class, options, dtype)
+    for i, (p, q) in enumerate(zip(fused_params, torch_params, strict=True)):
+        torch.testing.assert_close(p, q, **tolerances(q), msg=lambda m, i=i: f"param {i}: {m}")
+    assert_same_state(fused_opt, torch_opt)
+
+
+@pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
+def test_state_dict_hands_over_to_torch_mid_run(optimizer_class, options):
+    fused_params, fused_opt, torch_params, torch_opt = run_both(
+        optimizer_class, options, torch.float32, steps=2
+    )
+    handed_over = optimizer_class(fused_params, **options)
+    handed_over.load_state_dict(fused_opt.state_dict())
+    for p, q in zip(fused_params, torch_params, strict=True):
+        grad = torch.randn_like(p)
+        p.grad, q.grad = grad.clone(), grad
+    handed_over.step()
+    torch_opt.step()
+    for p, q in zip(fused_params, torch_params, strict=True):
+        torch.testing.assert_close(p, q, **tolerances(q))
+    assert_same_state(handed_over, torch_opt)
+
+
+def test_tensors_without_grad_are_restored_and_not_stepped():
+    gen, _ = fresh_generator()
+    params = randn([10, 20, 30], [torch.float32], gen)
+    opt = torch.optim.AdamW(params, lr=0.1)
+    backups = [p.clone() for p in params]
+    params[0].grad = torch.randn(10, generator=gen)
+    for p in params:
+        p.add_(1.0)
+    assert fused_restore_step(opt, params, backups)
+    assert not torch.equal(params[0], backups[0])
+    assert torch.equal(params[1], backups[1]) and torch.equal(params[2], backups[2])
+    assert list(opt.state) == [params[0]]
+
+
+def _hooked(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    opt.register_step_post_hook(lambda *args: None)
+    return opt
+
+
+def _patched(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    opt.step = opt.step  # an instance-level wrapper, as some schedulers install
+    return opt
+
+
+UNSUPPORTED = [
+    pytest.param(lambda ps: torch.optim.AdamW(ps, amsgrad=True), id="amsgrad"),
+    pytest.param(lambda ps: torch.optim.AdamW(ps, maximize=True), id="adamw-maximize"),
+    pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, maximize=True), id="sgd-maximize"),
+    pytest.param(lambda ps: torch.optim.AdamW(ps, differentiable=True), id="differentiable"),
+    pytest.param(lambda ps: torch.optim.AdamW(ps, fused=True), id="torch-fused"),
+    pytest.param(lambda ps: torch.optim.AdamW(ps, lr=torch.tensor(1e-3)), id="tensor-lr"),
+    pytest.param(lambda ps: torch.optim.RMSprop(ps), id="rmsprop"),
+    pytest.param(lambda ps: _hooked(torch.optim.AdamW(ps)), id="step-hook"),
+    pytest.param(lambda ps: _patched(torch.optim.SGD(ps, lr=0.1)), id="patched-step"),
+]
+
+
+@pytest.mark.parametrize("make_optimizer", UNSUPPORTED)
+def test_unsupported_configurations_return_false_and_change_nothing(make_optimizer):
+    gen, _ = fresh_generator()
+    params = randn([17, 65537], [torch.float32], gen)
+    opt = make_optimizer(params)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    opt.step()  # some state exists already
+    before_params = [p.clone() for p in params]
+    before_state = copy.deepcopy(opt.state_dict())
+    backups = [p.clone() * 2 for p in params]
+    assert not fused_restore_step(opt, params, backups)
+    for p, q in zip(params, before_params, strict=True):
+        assert torch.equal(p, q)
+    after = opt.state_dict()
+    assert after["param_groups"] == before_state["param_groups"]
+    for index, state in before_state["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(after["state"][index][key]), torch.as_tensor(value))
+
+
+def test_a_stepped_tensor_without_backup_returns_false():
+    gen, _ = fresh_generator()
+    params = randn([5, 6], [torch.float32], gen)
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen)
+    before = [p.clone() for p in params]
+    assert not fused_restore_step(opt, params[:1], [params[0].clone()])
+    assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
+    assert not opt.state
+
+
+def test_float64_params_return_false():
+    params = [torch.randn(5, dtype=torch.float64)]
+    params[0].grad = torch.randn(5, dtype=torch.float64)
+    opt = torch.optim.AdamW(params)
+    assert not fused_restore_step(opt, params, [params[0].clone()])
+    assert not opt.state

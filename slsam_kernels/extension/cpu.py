@@ -1,0 +1,10 @@
+"""The ``"cpp"`` backend: multi-threaded C++ loops for CPU tensors."""
+
+from __future__ import annotations
+
+from .loader import LOAD_ERROR
+from .ops import fused_restore_step, grad_sqnorms, perturb_, restore_
+
+UNAVAILABLE_REASON = LOAD_ERROR
+
+__all__ = ["UNAVAILABLE_REASON", "fused_restore_step", "grad_sqnorms", "perturb_", "restore_"]
