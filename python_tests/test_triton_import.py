@@ -37,5 +37,5 @@ def test_cpu_without_interpreter_is_not_picked() -> None:
         " backends.resolve('auto', torch.device('cpu')))"
     )
     cuda, available, picked = out.split()
-    assert picked == "reference"
+    assert picked in ("cpp", "reference")
     assert available == cuda
