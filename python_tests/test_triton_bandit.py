@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from triton_testing import DEVICE, TRITON_MARKS
 
 from slsam_kernels import ops, reference
 from slsam_kernels import triton as triton_backend
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        bool(triton_backend.UNAVAILABLE_REASON),
-        reason=f"needs triton with CUDA or TRITON_INTERPRET=1: {triton_backend.UNAVAILABLE_REASON}",
-    ),
-]
+pytestmark = TRITON_MARKS
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 CASES = [
     pytest.param(1, 1.0, 1e-3, 1, id="one-arm"),

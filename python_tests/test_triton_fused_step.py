@@ -7,18 +7,12 @@ from typing import Any
 
 import pytest
 import torch
+from triton_testing import DEVICE, TRITON_MARKS
 
 from slsam_kernels import triton as triton_backend
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        bool(triton_backend.UNAVAILABLE_REASON),
-        reason=f"needs triton with CUDA or TRITON_INTERPRET=1: {triton_backend.UNAVAILABLE_REASON}",
-    ),
-]
+pytestmark = TRITON_MARKS
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SIZES = [1, 127, 1025, 0, 4099]
 STEPS = 4
 

@@ -6,20 +6,14 @@ import inspect
 
 import pytest
 import torch
+from triton_testing import DEVICE, TRITON_MARKS
 
 from slsam_kernels import reference
 from slsam_kernels import triton as triton_backend
 from slsam_kernels.ops import backends
 
-pytestmark = [
-    pytest.mark.triton,
-    pytest.mark.skipif(
-        bool(triton_backend.UNAVAILABLE_REASON),
-        reason=f"needs triton with CUDA or TRITON_INTERPRET=1: {triton_backend.UNAVAILABLE_REASON}",
-    ),
-]
+pytestmark = TRITON_MARKS
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # straddle the 1024-element block and the 16384-element work item
 SIZES = [1, 127, 1025, 0, 4099, 16385, 65537]
