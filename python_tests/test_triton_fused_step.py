@@ -170,6 +170,18 @@ def _with_hook(params: list[torch.Tensor]) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _with_patched_step(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    optimizer = _stepped(torch.optim.SGD(params, lr=0.1))
+    optimizer.step = optimizer.step  # an instance-level wrapper, as some schedulers install
+    return optimizer
+
+
+def _with_scaler_tensors(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    optimizer = _stepped(torch.optim.AdamW(params))
+    optimizer.found_inf = torch.zeros(())  # what GradScaler hands a fused optimizer
+    return optimizer
+
+
 UNSUPPORTED = [
     pytest.param(lambda p: _stepped(torch.optim.AdamW(p, amsgrad=True)), id="amsgrad"),
     pytest.param(lambda p: _stepped(torch.optim.AdamW(p, maximize=True)), id="maximize"),
@@ -183,6 +195,8 @@ UNSUPPORTED = [
     pytest.param(lambda p: _stepped(torch.optim.RMSprop(p)), id="rmsprop"),
     pytest.param(lambda p: _stepped(torch.optim.SGD(p, lr=0.1, maximize=True)), id="sgd-maximize"),
     pytest.param(_with_hook, id="step-hook"),
+    pytest.param(_with_patched_step, id="patched-step"),
+    pytest.param(_with_scaler_tensors, id="grad-scaler"),
 ]
 
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.optim import optimizer as torch_optimizer
 
 from .. import reference
+from ..ops.fusable import plain_numbers, step_is_plain
 from .loader import C
 
 _ADAM_TYPES = (torch.optim.Adam, torch.optim.AdamW)
@@ -43,7 +43,7 @@ def fused_restore_step(
     Returns True when done, False (with nothing changed) when this configuration is not
     supported; see the module docstring.
     """
-    if type(optimizer) not in (*_ADAM_TYPES, torch.optim.SGD) or not _step_is_plain(optimizer):
+    if type(optimizer) not in (*_ADAM_TYPES, torch.optim.SGD) or not step_is_plain(optimizer):
         return False
     split = _split(optimizer, params, backups)
     if split is None:
@@ -61,23 +61,6 @@ def fused_restore_step(
         if not C.restore_(untouched, their_backups):
             reference.restore_(untouched, their_backups)
     return took_step
-
-
-def _step_is_plain(optimizer: torch.optim.Optimizer) -> bool:
-    """True when ``optimizer.step()`` would do nothing but the update: no step hooks (its own or
-    global), no instance-level ``step`` wrapper, no grad-scaler tensors."""
-    hooks = (
-        getattr(optimizer, "_optimizer_step_pre_hooks", None),
-        getattr(optimizer, "_optimizer_step_post_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
-    )
-    return (
-        not any(hooks)
-        and "step" not in vars(optimizer)
-        and getattr(optimizer, "grad_scale", None) is None
-        and getattr(optimizer, "found_inf", None) is None
-    )
 
 
 def _split(
@@ -112,11 +95,6 @@ def _supported(p: torch.Tensor, grad: torch.Tensor) -> bool:
     )
 
 
-def _reals(*values: Any) -> bool:
-    # A type test, not isinstance(Real): the ABC check costs ~1 us, per tensor per step.
-    return all(type(v) in (float, int) for v in values)
-
-
 def _scalar_dtype() -> torch.dtype:
     """The dtype torch gives a new ``step`` tensor (``torch.optim.optimizer._get_scalar_dtype``)."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
@@ -132,7 +110,7 @@ def _adam_rows(group: dict[str, Any]) -> Callable[[float], tuple[float, ...]] | 
         group["eps"],
         group["weight_decay"],
     )
-    if not _reals(lr, beta1, beta2, eps, weight_decay):
+    if not plain_numbers(lr, beta1, beta2, eps, weight_decay):
         return None
     decoupled = bool(group.get("decoupled_weight_decay", False))
     decay = 1 - lr * weight_decay if decoupled else 1.0
@@ -193,7 +171,7 @@ def _sgd_group_row(group: dict[str, Any]) -> tuple[float, ...] | None:
         group["dampening"],
         group["weight_decay"],
     )
-    if not _reals(lr, momentum, dampening, weight_decay):
+    if not plain_numbers(lr, momentum, dampening, weight_decay):
         return None
     return (weight_decay, momentum, 1 - dampening, -lr, float(bool(group["nesterov"])))
 

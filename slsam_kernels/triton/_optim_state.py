@@ -1,16 +1,10 @@
-"""Checks the fused optimizer steps share: plain hyper-parameters and state buffers laid out
-like their parameter."""
+"""The check the fused optimizer steps share: state buffers laid out like their parameter."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-
-
-def plain_floats(*values: Any) -> bool:
-    """True when every value is a Python number (a tensor lr or beta is not supported)."""
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def like_param(p: torch.Tensor, buffer: Any) -> bool:

@@ -12,9 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops.fusable import plain_numbers
 from . import _tables
 from ._cast import round_to
-from ._optim_state import like_param, plain_floats
+from ._optim_state import like_param
 from ._tables import position, tensor_ptr, work_item
 
 _OFF_FLAGS = ("amsgrad", "maximize", "capturable", "differentiable", "fused")
@@ -147,7 +148,7 @@ def supports(
         if not group.get("decoupled_weight_decay", True):
             return False
         hyper = [group["lr"], *group["betas"], group["eps"], group["weight_decay"]]
-        if not plain_floats(*hyper) or not _state_ok(p, optimizer.state.get(p, {})):
+        if not plain_numbers(*hyper) or not _state_ok(p, optimizer.state.get(p, {})):
             return False
     return True
 

@@ -13,23 +13,12 @@ from typing import Any
 
 import torch
 
+from ..ops.fusable import step_is_plain
 from . import adamw, sgd
 from .restore import restore_
 
 _STEPPERS = {torch.optim.AdamW: adamw, torch.optim.SGD: sgd}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _has_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    """Step hooks expect ``optimizer.step()`` to run; a fused step would skip them."""
-    from torch.optim import optimizer as optimizer_module
-
-    return bool(
-        getattr(optimizer, "_optimizer_step_pre_hooks", None)
-        or getattr(optimizer, "_optimizer_step_post_hooks", None)
-        or getattr(optimizer_module, "_global_optimizer_pre_hooks", None)
-        or getattr(optimizer_module, "_global_optimizer_post_hooks", None)
-    )
 
 
 def _kernel_ready(w: torch.Tensor, backup: torch.Tensor) -> bool:
@@ -53,11 +42,12 @@ def fused_restore_step(
 ) -> bool:
     """Restore ``params`` from ``backups`` and take ``optimizer``'s step in one pass; True if
     done. False, with nothing changed, for an unsupported optimizer or configuration: another
-    optimizer type, step hooks, a tensor with a gradient that is not in ``params``, a param
-    not in the optimizer, or what the optimizer's module rejects. Params whose gradient is
-    None are restored only, as torch would skip them."""
+    optimizer type, anything ``step()`` would do besides the update
+    (:func:`slsam_kernels.ops.fusable.step_is_plain`), a tensor with a gradient that is not in
+    ``params``, a param not in the optimizer, or what the optimizer's module rejects. Params
+    whose gradient is None are restored only, as torch would skip them."""
     stepper = _STEPPERS.get(type(optimizer))
-    if stepper is None or _has_hooks(optimizer):
+    if stepper is None or not step_is_plain(optimizer):
         return False
     index = {id(p): i for i, p in enumerate(params)}
     stepping: list[tuple[int, dict[str, Any]]] = []

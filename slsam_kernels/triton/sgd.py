@@ -11,9 +11,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops.fusable import plain_numbers
 from . import _tables
 from ._cast import round_to
-from ._optim_state import like_param, plain_floats
+from ._optim_state import like_param
 from ._tables import position, tensor_ptr, work_item
 
 
@@ -119,7 +120,7 @@ def supports(
         if group.get("maximize") or group.get("differentiable"):
             return False
         hyper = [group["lr"], group["momentum"], group["dampening"], group["weight_decay"]]
-        if not plain_floats(*hyper):
+        if not plain_numbers(*hyper):
             return False
         buffer = optimizer.state.get(p, {}).get("momentum_buffer")
         if group["momentum"] != 0 and buffer is not None and not like_param(p, buffer):
