@@ -26,7 +26,26 @@ PER_RANK_SCENARIOS = {
 }
 
 
-def _record(rank: int, model: torch.nn.Module, opt: torch.optim.Optimizer, masks: list) -> dict:
+FSDP_SCENARIOS = {
+    "sam_adamw": lambda model: SAM(model.parameters(), torch.optim.AdamW, lr=0.01),
+    "asam_clipped": lambda model: SAM(
+        model.parameters(), torch.optim.SGD, rho=0.5, adaptive=True, max_grad_norm=0.05, lr=0.1
+    ),
+    "slsam_tensor_arms": lambda model: SLSAM(
+        model.parameters(), torch.optim.SGD, lr=0.1, seed=3, bandit_lr=0.5
+    ),
+    "slsam_module_arms": lambda model: SLSAM(
+        model.parameters(),
+        torch.optim.SGD,
+        lr=0.1,
+        seed=3,
+        bandit_lr=0.5,
+        arms=arms_by_module(model),
+    ),
+}
+
+
+def _record(model: torch.nn.Module, opt: torch.optim.Optimizer, masks: list) -> dict:
     out = {"weights": full_weights(model), "masks": masks}
     if isinstance(opt, SLSAM):
         out["probs"] = opt.probs
@@ -44,9 +63,24 @@ def ddp_worker(rank: int, out_dir: str) -> None:
         opt = build(ddp.parameters())
         per_rank = name in PER_RANK_SCENARIOS
         masks = train(ddp, opt, data, ascent_model=ddp if per_rank else None)
-        results[name] = _record(rank, model, opt, masks)
+        results[name] = _record(model, opt, masks)
     results["default_ddp_error"] = _default_ddp_error(data)
+    results["unwrapped_first_pass_error"] = _error_of(
+        lambda: (
+            SAM(make_model().parameters(), torch.optim.SGD, lr=0.1, ascent="per_rank")
+            .first_pass(make_model())
+            .__enter__()
+        )
+    )
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _error_of(call) -> str:
+    try:
+        call()
+    except (TypeError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return ""
 
 
 def _default_ddp_error(data: list) -> str:
@@ -64,22 +98,8 @@ def fsdp_worker(rank: int, out_dir: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
     data = [shard(b, rank) for b in batches()]
-    scenarios = {
-        "sam_adamw": lambda model: SAM(model.parameters(), torch.optim.AdamW, lr=0.01),
-        "slsam_tensor_arms": lambda model: SLSAM(
-            model.parameters(), torch.optim.SGD, lr=0.1, seed=3, bandit_lr=0.5
-        ),
-        "slsam_module_arms": lambda model: SLSAM(
-            model.parameters(),
-            torch.optim.SGD,
-            lr=0.1,
-            seed=3,
-            bandit_lr=0.5,
-            arms=arms_by_module(model),
-        ),
-    }
     results: dict = {}
-    for name, build in scenarios.items():
+    for name, build in FSDP_SCENARIOS.items():
         model = make_model()
         for layer in model:
             if isinstance(layer, torch.nn.Linear):
@@ -88,7 +108,10 @@ def fsdp_worker(rank: int, out_dir: str) -> None:
         opt = build(model)
         try:
             masks = train(model, opt, data)
-            results[name] = _record(rank, model, opt, masks)
+            results[name] = _record(model, opt, masks)
         except Exception as error:  # the test shows what FSDP2 said
             results[name] = {"error": f"{type(error).__name__}: {error}"}
+    results["per_rank_error"] = _error_of(
+        lambda: SAM(model.parameters(), torch.optim.SGD, lr=0.1, ascent="per_rank")
+    )
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from slsam_kernels.optim import SAM, SLSAM, arms_by_module
+from slsam_kernels.optim import SAM, SLSAM
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available(), reason="torch was built without torch.distributed"
-)
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(not dist.is_available(), reason="torch was built without torch.distributed"),
+]
 
 if dist.is_available():
     import distributed_workers as workers
@@ -109,18 +110,18 @@ def test_plain_ddp_rejects_changing_requires_grad(ddp_ranks):
     assert "find_unused_parameters=True" in message
 
 
-@pytest.mark.parametrize("name", ["sam_adamw", "slsam_tensor_arms", "slsam_module_arms"])
+@pytest.mark.parametrize(
+    "name", ["sam_adamw", "asam_clipped", "slsam_tensor_arms", "slsam_module_arms"]
+)
 def test_fsdp2_two_ranks_equal_one_rank_with_the_whole_batch(fsdp_ranks, name):
-    builders = {
-        "sam_adamw": lambda m: SAM(m.parameters(), torch.optim.AdamW, lr=0.01),
-        "slsam_tensor_arms": lambda m: SLSAM(
-            m.parameters(), torch.optim.SGD, lr=0.1, seed=3, bandit_lr=0.5
-        ),
-        "slsam_module_arms": lambda m: SLSAM(
-            m.parameters(), torch.optim.SGD, lr=0.1, seed=3, bandit_lr=0.5, arms=arms_by_module(m)
-        ),
-    }
-    _assert_same_run(fsdp_ranks, name, _single_process(builders[name]))
+    _assert_same_run(fsdp_ranks, name, _single_process(workers.FSDP_SCENARIOS[name]))
+
+
+def test_per_rank_ascent_needs_ddp(ddp_ranks, fsdp_ranks):
+    assert ddp_ranks[0]["unwrapped_first_pass_error"].startswith("TypeError: ")
+    assert "DistributedDataParallel" in ddp_ranks[0]["unwrapped_first_pass_error"]
+    assert fsdp_ranks[0]["per_rank_error"].startswith("ValueError: ")
+    assert "fully_shard" in fsdp_ranks[0]["per_rank_error"]
 
 
 def test_per_rank_ascent_needs_several_ranks():
