@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from distributed_testing import batches, full_weights, make_model, shard, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from slsam_kernels.optim import SAM, SLSAM, arms_by_module
+from slsam_kernels.optim import RST, SAM, SLSAM, arms_by_module
 
 DDP_SCENARIOS = {
     "sam_adamw": lambda params: SAM(params, torch.optim.AdamW, rho=0.05, lr=0.01),
@@ -17,6 +18,15 @@ DDP_SCENARIOS = {
         params, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9, seed=3, bandit_lr=0.5
     ),
     "slsam_unseeded": lambda params: SLSAM(params, torch.optim.SGD, lr=0.1),
+    # Different seeds per rank: the first rank's draws are broadcast, so the run is the
+    # single process's with seed 0.
+    "slsam_seed_per_rank": lambda params: SLSAM(
+        params,
+        torch.optim.SGD,
+        lr=0.1,
+        bandit_lr=0.5,
+        seed=dist.get_rank() if dist.is_initialized() else 0,
+    ),
 }
 PER_RANK_SCENARIOS = {
     "sam_per_rank": lambda params: SAM(params, torch.optim.SGD, rho=0.5, lr=0.1, ascent="per_rank"),
@@ -65,6 +75,8 @@ def ddp_worker(rank: int, out_dir: str) -> None:
         masks = train(ddp, opt, data, ascent_model=ddp if per_rank else None)
         results[name] = _record(model, opt, masks)
     results["default_ddp_error"] = _default_ddp_error(data)
+    unseeded_rst = RST(make_model().parameters(), torch.optim.SGD, lr=0.1)
+    results["rst_generator"] = unseeded_rst.state_dict()["sharpness_aware"]["generator"]
     results["unwrapped_first_pass_error"] = _error_of(
         lambda: (
             SAM(make_model().parameters(), torch.optim.SGD, lr=0.1, ascent="per_rank")

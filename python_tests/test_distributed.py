@@ -57,7 +57,7 @@ def _assert_same_run(ranks: list[dict], name: str, reference: dict) -> None:
             assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["sam_adamw", "slsam_sgd"])
+@pytest.mark.parametrize("name", ["sam_adamw", "slsam_sgd", "slsam_seed_per_rank"])
 def test_ddp_two_ranks_equal_one_rank_with_the_whole_batch(ddp_ranks, name):
     build = workers.DDP_SCENARIOS[name]
     _assert_same_run(ddp_ranks, name, _single_process(lambda m: build(m.parameters())))
@@ -66,6 +66,7 @@ def test_ddp_two_ranks_equal_one_rank_with_the_whole_batch(ddp_ranks, name):
 def test_ddp_unseeded_slsam_ranks_share_the_seed_and_the_masks(ddp_ranks):
     first, second = (r["slsam_unseeded"] for r in ddp_ranks)
     assert torch.equal(first["generator"], second["generator"])
+    assert torch.equal(ddp_ranks[0]["rst_generator"], ddp_ranks[1]["rst_generator"])
     assert all(torch.equal(a, b) for a, b in zip(first["masks"], second["masks"]))
     assert any(not torch.equal(first["masks"][0], m) for m in first["masks"][1:])
 
