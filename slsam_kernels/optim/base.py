@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .. import ops
+from . import distributed
 from .backup import BackupArena
 from .checks import (
     check_base_optimizer,
@@ -30,6 +31,7 @@ class _Perturbation:
     """What first_step changed, kept until second_step undoes it."""
 
     params: list[torch.Tensor]
+    shards: list[torch.Tensor]  # what perturb_/restore_ write: ``params``, or their local shards
     backups: list[torch.Tensor]
     grad_sqnorms: torch.Tensor  # first-pass ||g_i||^2 of ``params`` (fp32, on device)
     ascent_norm: torch.Tensor  # G, the norm the ascent was normalised by
@@ -50,6 +52,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         adaptive: bool,
         backend: str,
         max_grad_norm: float | None = None,
+        ascent: str = "global",
+        process_group: Any = None,
         **base_kwargs: Any,
     ) -> None:
         check_base_optimizer(base_optimizer)
@@ -62,6 +66,12 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             check_nonnegative_finite("rho", group.get("rho", rho))
         device = groups[0]["params"][0].device
         self._ops = ops.bind(backend, device)
+        self._sharded = distributed.is_sharded([p for g in groups for p in g["params"]])
+        distributed.check_ascent(ascent, process_group, self._sharded)
+        #: "global" (both passes averaged over ranks) or "per_rank" (m-sharpness).
+        self.ascent = ascent
+        self._group = process_group
+        self._device = device
         self._check_groups(groups)
         super().__init__(groups, dict(rho=rho, adaptive=adaptive, **base_kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -89,6 +99,24 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
 
+    def first_pass(self, model: torch.nn.Module) -> Any:
+        """The context to run the first (ascent) backward in: ``model.no_sync()`` with
+        ``ascent="per_rank"`` (``model`` the DistributedDataParallel module), else a no-op."""
+        return distributed.first_pass_context(self.ascent, model)
+
+    def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return distributed.local(tensors) if self._sharded else tensors
+
+    def _grad_sqnorms(
+        self, grads: list[torch.Tensor], weights: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Per-tensor squared norms; of sharded tensors, summed over the shards."""
+        if not self._sharded:
+            return self._ops.grad_sqnorms(grads, weights)
+        local_weights = None if weights is None else distributed.local(weights)
+        local_sq = self._ops.grad_sqnorms(distributed.local(grads), local_weights)
+        return distributed.sum_over_shards(local_sq, grads[0])
+
     def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
         """The (tensor, group) pairs the ascent perturbs: here, every tensor with a gradient."""
         return [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -115,29 +143,28 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         params = [p for p, _ in pairs]
         grads = [p.grad for p in params]
         adaptive = [bool(g["adaptive"]) for _, g in pairs]
-        grad_sq = self._ops.grad_sqnorms(grads, None)
+        grad_sq = self._grad_sqnorms(grads, None)
         ascent_sq = grad_sq
         if any(adaptive):
             ascent_sq = grad_sq.clone()
             idx = [i for i, a in enumerate(adaptive) if a]
-            ascent_sq[idx] = self._ops.grad_sqnorms(
-                [grads[i] for i in idx], [params[i] for i in idx]
-            )
+            ascent_sq[idx] = self._grad_sqnorms([grads[i] for i in idx], [params[i] for i in idx])
         ascent_norm = ascent_sq.sum().sqrt()
         rhos = torch.tensor([g["rho"] for _, g in pairs], dtype=torch.float32)
         scales = rhos.to(ascent_norm.device, non_blocking=True) / (ascent_norm + NORM_EPS)
-        backups = self._backups.views(params)
+        shards, grads = self._local(params), self._local(grads)
+        backups = self._backups.views(shards)
         for flag in (False, True):
             idx = [i for i, a in enumerate(adaptive) if a == flag]
             if idx:
                 self._ops.perturb_(
-                    [params[i] for i in idx],
+                    [shards[i] for i in idx],
                     [grads[i] for i in idx],
                     [backups[i] for i in idx],
                     scales[idx],
                     flag,
                 )
-        self._perturbation = _Perturbation(params, backups, grad_sq, ascent_norm, scaler)
+        self._perturbation = _Perturbation(params, shards, backups, grad_sq, ascent_norm, scaler)
         if zero_grad:
             self.zero_grad()
 
@@ -162,8 +189,14 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             # inf checks of both passes.
             scaler.unscale_(self.base_optimizer)
         took_step = self._prepare_descent(perturbation.ascent_norm)
-        fused = took_step and self._ops.fused_restore_step(
-            self.base_optimizer, perturbation.params, perturbation.backups
+        # The fused kernels take plain tensors, and the base optimizer's state is keyed by
+        # the DTensor parameters: sharded parameters restore, then step on their own.
+        fused = (
+            took_step
+            and not self._sharded
+            and self._ops.fused_restore_step(
+                self.base_optimizer, perturbation.params, perturbation.backups
+            )
         )
         if not fused:
             self._restore()
@@ -179,7 +212,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
 
     def _restore(self) -> None:
         if self._perturbation is not None:
-            self._ops.restore_(self._perturbation.params, self._perturbation.backups)
+            self._ops.restore_(self._perturbation.shards, self._perturbation.backups)
             self._perturbation = None
 
     def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
@@ -190,11 +223,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         gradients to ``max_grad_norm``; else warn, record a skipped step and leave them.
         One host sync."""
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        descent_sq = self._ops.grad_sqnorms(grads, None).sum() if grads else None
+        descent_sq = self._grad_sqnorms(grads, None).sum() if grads else None
         took_step = self._gradients_finite(descent_sq, ascent_norm)
         if took_step and grads and self.max_grad_norm is not None:
             coef = self.max_grad_norm / (descent_sq.sqrt() + CLIP_EPS)
-            torch._foreach_mul_(grads, coef.clamp(max=1.0))
+            torch._foreach_mul_(self._local(grads), coef.clamp(max=1.0))
         return took_step
 
     def _gradients_finite(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .base import SharpnessAwareOptimizer
 from .checks import check_scaler, check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
@@ -20,7 +21,8 @@ class RST(SharpnessAwareOptimizer):
             :class:`SAM`.
         sam_prob: probability of a SAM step, or a callable ``step_index -> probability``
             (G-RST schedules); ``step_index`` counts calls of :meth:`step` from 0.
-        seed: seeds the coin flips; None draws a fresh seed.
+        seed: seeds the coin flips; None draws a fresh seed (under ``torch.distributed``, on
+            the first rank, shared with the others, so every rank flips alike).
 
     On a plain step the closure is not called and :meth:`step` returns None.
     ``last_step_was_sam`` tells which kind the last step was.
@@ -52,7 +54,7 @@ class RST(SharpnessAwareOptimizer):
         self.sam_prob = sam_prob
         self.step_index = 0
         self.last_step_was_sam: bool | None = None
-        self._generator = make_generator(seed)
+        self._generator = make_generator(distributed.agreed_seed(seed, None, self._device))
 
     def _current_sam_prob(self) -> float:
         if not callable(self.sam_prob):

@@ -30,6 +30,10 @@ class SAM(SharpnessAwareOptimizer):
         max_grad_norm: clip the descent gradient (the second pass's) to this total L2 norm,
             as ``torch.nn.utils.clip_grad_norm_`` would; None does not clip. The ascent needs
             no clipping: it is normalised.
+        ascent: under DistributedDataParallel, ``"global"`` (both passes' gradients averaged
+            over the ranks, as one process with the whole batch) or ``"per_rank"``
+            (m-sharpness: each rank ascends along its own gradient; run the first backward in
+            :meth:`first_pass`). See README, "Distributed".
         **base_kwargs: passed to ``base_optimizer``.
     """
 
@@ -41,6 +45,7 @@ class SAM(SharpnessAwareOptimizer):
         adaptive: bool = False,
         backend: str = "auto",
         max_grad_norm: float | None = None,
+        ascent: str = "global",
         **base_kwargs: Any,
     ) -> None:
         super().__init__(
@@ -50,5 +55,6 @@ class SAM(SharpnessAwareOptimizer):
             adaptive=adaptive,
             backend=backend,
             max_grad_norm=max_grad_norm,
+            ascent=ascent,
             **base_kwargs,
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .arms import ArmSpec, resolve_arms
 from .base import SharpnessAwareOptimizer, _Perturbation
 from .checks import check_nonnegative_finite, check_seed, check_unit_interval
@@ -25,8 +26,8 @@ class SLSAM(SharpnessAwareOptimizer):
     is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave the same.
 
     Args:
-        params, base_optimizer, rho, adaptive, backend, max_grad_norm, **base_kwargs: as for
-            :class:`SAM`.
+        params, base_optimizer, rho, adaptive, backend, max_grad_norm, ascent, **base_kwargs:
+            as for :class:`SAM`.
         sample_ratio: ``s``, the expected fraction of arms active (budget ``B = s * N``).
         bandit_lr: the bandit learning rate ``alpha``.
         p_min: the probability floor in the bandit's reward.
@@ -35,6 +36,10 @@ class SLSAM(SharpnessAwareOptimizer):
             a tensor or a list of tensors, together covering every trainable tensor exactly
             once, e.g. :func:`arms_by_module` ``(model)``. An arm is sampled, perturbed and
             updated as a whole, and the bandit sees its L2 norm over its tensors.
+        process_group: the ranks that share the active set when ``torch.distributed`` is
+            initialised (None: all of them). Every draw is broadcast from its first rank, so
+            the ranks cannot diverge; with ``ascent="per_rank"`` the bandit sees the
+            first-pass squared norms averaged over the ranks.
     """
 
     def __init__(
@@ -50,6 +55,8 @@ class SLSAM(SharpnessAwareOptimizer):
         backend: str = "auto",
         max_grad_norm: float | None = None,
         arms: Sequence[ArmSpec] | None = None,
+        ascent: str = "global",
+        process_group: Any = None,
         **base_kwargs: Any,
     ) -> None:
         check_unit_interval("sample_ratio", sample_ratio, include_zero=False)
@@ -63,6 +70,8 @@ class SLSAM(SharpnessAwareOptimizer):
             adaptive=adaptive,
             backend=backend,
             max_grad_norm=max_grad_norm,
+            ascent=ascent,
+            process_group=process_group,
             **base_kwargs,
         )
         self.sample_ratio = float(sample_ratio)
@@ -84,7 +93,8 @@ class SLSAM(SharpnessAwareOptimizer):
             dtype=torch.float32,
             device=self._ops.bandit_device,
         )
-        self._generator = make_generator(seed)
+        self._world_size = distributed.world_size(process_group)
+        self._generator = make_generator(distributed.agreed_seed(seed, process_group, self._device))
         self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
         self.sample()
 
@@ -135,6 +145,9 @@ class SLSAM(SharpnessAwareOptimizer):
             mask = self._ops.sample_active(self._probs, self._generator)
         else:
             mask = self._checked_mask(mask)
+        if self._world_size > 1:
+            # gloo cannot broadcast bool tensors
+            mask = distributed.broadcast_from_rank0(mask.byte(), self._group, self._device).bool()
         for arm, active in zip(self._arm_members, mask.tolist(), strict=True):
             for p in arm:
                 p.requires_grad_(active)
@@ -180,6 +193,8 @@ class SLSAM(SharpnessAwareOptimizer):
         sqnorms.index_add_(
             0, where.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
         )
+        if self.ascent == "per_rank":
+            sqnorms = distributed.mean_over_ranks(sqnorms, self._group, self._device)
         norms = sqnorms.sqrt()
         self._probs = self._ops.bandit_update(
             self._probs,
