@@ -75,7 +75,7 @@ def blobs(monkeypatch) -> EvalConfig:
 
 
 def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys):
-    methods = ["base", "slsam-0.5"]
+    methods = ["base", "sam", "slsam-0.5"]
     argv = ["--config", "blobs", "--methods", ",".join(methods), "--out", str(tmp_path)]
     assert cli.main([*argv, "--device", "cpu"]) == 0
     assert "estimated" in capsys.readouterr().out
@@ -103,6 +103,7 @@ def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys):
     markdown = (tmp_path / "results.md").read_text()
     for method in methods:
         assert markdown.count(f"| {method} (") == 2
+    assert markdown.count("- slsam-0.5 minus SAM: ") == 2
     for name in ("accuracy_vs_cost.png", "bandit_arms.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
@@ -182,6 +183,8 @@ def test_bad_options_are_rejected(capsys):
     assert "sgd" in capsys.readouterr().err
     with pytest.raises(ValueError, match="val_size"):
         replace(CONFIGS["tiny"].tasks[0], val_size=48)
+    with pytest.raises(ValueError, match="noise"):
+        CONFIGS["tiny"].select(noises=[1.0])
     assert cli.main(["--config", "tiny", "--tasks", "text", "--noise", "0", "--estimate"]) == 0
 
 

@@ -93,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = args.out or default_out()
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), report.load_average()
     try:
         settings = run_evaluation(config, device, log=lambda line: print(line, flush=True))
-        record = report.to_json(config, settings, str(device), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        record = report.to_json(config, settings, str(device), seconds, load_at_start)
         paths = [*report.write(record, out)]
         paths.append(charts.accuracy_vs_cost(record, out / "accuracy_vs_cost.png"))
         arms = charts.arm_distribution(record, out / "bandit_arms.png")

@@ -63,6 +63,8 @@ class TaskSpec:
             raise ValueError(
                 f"val_size must be in (0, train_size={self.train_size}), got {self.val_size}"
             )
+        if not self.noises or not all(0.0 <= n < 1.0 for n in self.noises):
+            raise ValueError(f"noise levels must be in [0, 1), got {self.noises}")
         if not self.lr_grid or not self.rho_grid:
             raise ValueError("lr_grid and rho_grid need at least one value each")
 

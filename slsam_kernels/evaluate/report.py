@@ -69,6 +69,11 @@ def _git_revision() -> str:
     return rev + ("-dirty" if dirty else "")
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the platform has them."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def machine() -> dict[str, Any]:
     """Where it ran: platform, CPU count, torch threads, load average at the time, device."""
     return {
@@ -76,7 +81,7 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
@@ -95,7 +100,11 @@ def versions() -> dict[str, str]:
 
 
 def to_json(
-    config: EvalConfig, settings: list[Setting], device: str, seconds: float
+    config: EvalConfig,
+    settings: list[Setting],
+    device: str,
+    seconds: float,
+    load_at_start: list[float] | None = None,
 ) -> dict[str, Any]:
     """The whole evaluation as a JSON-ready dict (NaN written as null)."""
     record = {
@@ -103,7 +112,7 @@ def to_json(
         "total_seconds": round(seconds, 1),
         "device": device,
         "git_revision": _git_revision(),
-        "machine": machine(),
+        "machine": {**machine(), "load_average_at_start": load_at_start},
         "versions": versions(),
         "config": asdict(config),
         "settings": [{**asdict(s), "summary": summarize(s)} for s in settings],
@@ -135,7 +144,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         "",
         f"{record['created']}, git {record['git_revision']}, {record['device']}, "
         f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average at the "
-        f"end {m['load_average']}; {record['total_seconds']:.0f} s in all. Test accuracy: "
+        f"start {m['load_average_at_start']} and end {m['load_average']}; "
+        f"{record['total_seconds']:.0f} s in all. Test accuracy: "
         f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
     ]
     for setting in record["settings"]:
@@ -159,7 +169,23 @@ def to_markdown(record: dict[str, Any]) -> str:
                 f"{row['acc_std']:.3f} | {row['seconds_per_step']:.3f} | "
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
+        lines += _against_sam(setting["summary"])
     return "\n".join(lines) + "\n"
+
+
+def _against_sam(summary: list[dict[str, Any]]) -> list[str]:
+    """A line per SL-SAM variant: its mean accuracy minus SAM's, beside the seed spread."""
+    sam = next((r for r in summary if r["variant"] == "sam"), None)
+    if sam is None:
+        return []
+    lines = [
+        f"- {r['variant']} minus SAM: {r['acc_mean'] - sam['acc_mean']:+.3f} test accuracy "
+        f"(seed std {r['acc_std']:.3f} and {sam['acc_std']:.3f}), at "
+        f"{r['seconds_per_step'] / sam['seconds_per_step']:.2f}x SAM's time per step"
+        for r in summary
+        if r["method"] == "slsam"
+    ]
+    return ["", *lines] if lines else []
 
 
 def write(record: dict[str, Any], out: Path) -> tuple[Path, Path]:
