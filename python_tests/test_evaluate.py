@@ -104,6 +104,7 @@ def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys):
     for method in methods:
         assert markdown.count(f"| {method} (") == 2
     assert markdown.count("- slsam-0.5 minus SAM: ") == 2
+    assert markdown.count("- slsam-0.5, most sampled tensors (fraction of steps): `") == 2
     for name in ("accuracy_vs_cost.png", "bandit_arms.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
 
@@ -188,6 +189,7 @@ def test_bad_options_are_rejected(capsys):
     assert cli.main(["--config", "tiny", "--tasks", "text", "--noise", "0", "--estimate"]) == 0
 
 
+@pytest.mark.slow
 def test_tiny_image_evaluation_end_to_end(tmp_path):
     if not demo_data.FASHION_MNIST_DIR.is_dir():
         pytest.skip(f"needs Fashion-MNIST: {demo_data.FASHION_MNIST_INSTALL}")

@@ -89,6 +89,7 @@ def arm_distribution(record: dict[str, Any], path: Path) -> Path | None:
         image = ax.imshow(total, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_title(f"{title}: fraction of steps each tensor was active", fontsize=9)
         ax.set_ylabel("tenth of training")
+        ax.set_yticks(range(len(total)))
         counts = [sum(col) for col in zip(*total, strict=True)]
         top = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)[:3]
         ax.set_xticks(top, [arms["names"][i] for i in top], fontsize=6, rotation=15)

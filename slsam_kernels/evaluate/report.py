@@ -170,7 +170,28 @@ def to_markdown(record: dict[str, Any]) -> str:
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
         lines += _against_sam(setting["summary"])
+        lines += _top_arms(setting["runs"])
     return "\n".join(lines) + "\n"
+
+
+def _top_arms(runs: list[dict[str, Any]], top: int = 5) -> list[str]:
+    """A line per SL-SAM variant: its most sampled tensors, as fractions of steps (all seeds)."""
+    totals: dict[str, tuple[list[str], list[int], int]] = {}
+    for run in runs:
+        if "arms" not in run:
+            continue
+        arms = run["arms"]
+        names, counts, steps = totals.get(
+            run["variant"], (arms["names"], [0] * len(arms["names"]), 0)
+        )
+        counts = [c + d for c, d in zip(counts, arms["counts"], strict=True)]
+        totals[run["variant"]] = (names, counts, steps + arms["steps"])
+    lines = []
+    for variant, (names, counts, steps) in totals.items():
+        order = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)[:top]
+        picks = ", ".join(f"`{names[i]}` {counts[i] / steps:.2f}" for i in order)
+        lines.append(f"- {variant}, most sampled tensors (fraction of steps): {picks}")
+    return ["", *lines] if lines else []
 
 
 def _against_sam(summary: list[dict[str, Any]]) -> list[str]:
