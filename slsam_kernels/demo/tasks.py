@@ -43,7 +43,9 @@ class Task:
 
     description: str
     defaults: Defaults
-    prepare: Callable[[int, int, float, int], Prepared]
+    #: ``prepare(train_size, test_size, noise, seed, **options)``; options: ``max_tokens``
+    #: for the text task.
+    prepare: Callable[..., Prepared]
 
 
 def _with_noise(clean: data.LabelledData, noise: float, seed: int) -> data.LabelledData:
@@ -61,13 +63,16 @@ def prepare_image(train_size: int, test_size: int, noise: float, seed: int) -> P
     return Prepared(_with_noise(clean, noise, seed), build_model)
 
 
-def prepare_text(train_size: int, test_size: int, noise: float, seed: int) -> Prepared:
-    """all-MiniLM-L6-v2 with a linear head on BBC News (first 128 tokens of each article)."""
+def prepare_text(
+    train_size: int, test_size: int, noise: float, seed: int, max_tokens: int = TEXT_MAX_TOKENS
+) -> Prepared:
+    """all-MiniLM-L6-v2 with a linear head on BBC News (first ``max_tokens`` tokens of each
+    article)."""
     corpus = data.bbc_news()
     train_idx, test_idx = data.split_indices(len(corpus.labels), train_size, test_size, seed)
 
     def tokens(idx: torch.Tensor) -> torch.Tensor:
-        return models.minilm_tokenize([corpus.texts[i] for i in idx.tolist()], TEXT_MAX_TOKENS)
+        return models.minilm_tokenize([corpus.texts[i] for i in idx.tolist()], max_tokens)
 
     clean = data.LabelledData(
         train=data.Split(tokens(train_idx), corpus.labels[train_idx]),

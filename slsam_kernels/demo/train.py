@@ -18,6 +18,9 @@ from slsam_kernels import RST, SAM, SLSAM
 from .data import LabelledData, Split
 from .memory import PeakMemory
 
+#: Called with the optimizer before each training step (when its active set is the step's).
+StepObserver = Callable[[torch.optim.Optimizer], None]
+
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adamw": torch.optim.AdamW,
@@ -53,6 +56,7 @@ class RunConfig:
     batch_size: int
     seed: int
     device: torch.device
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -173,20 +177,24 @@ def train_and_test(
     data: LabelledData,
     optim: OptimConfig,
     run: RunConfig,
+    observer: Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None] | None = None,
 ) -> MethodResult:
-    """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it.
+    """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it on
+    ``data.test`` (whichever held-out split the caller put there).
 
     The model (its head's initialisation included), dropout and the batch order are seeded
     with ``run.seed``, so every method starts from the same weights and sees the same batches.
     Seconds per step times forward, backward and optimizer step only (no evaluation); peak
-    memory is measured above the model's own weights.
+    memory is measured above the model's own weights. ``observer(model, optimizer)``, if
+    given, returns the callback that is called (untimed) before each step.
     """
     torch.manual_seed(run.seed)
     model = build_model().to(run.device)
     train = Split(data.train.inputs.to(run.device), data.train.labels.to(run.device))
     with PeakMemory(run.device) as memory:
         optimizer = build_optimizer(method, model, optim)
-        seconds, active = _train(method, model, optimizer, train, run)
+        on_step = observer(model, optimizer) if observer is not None else None
+        seconds, active = _train(method, model, optimizer, train, run, on_step)
     test = Split(data.test.inputs.to(run.device), data.test.labels.to(run.device))
     return MethodResult(
         method=method,
@@ -199,17 +207,24 @@ def train_and_test(
 
 
 def _train(
-    method: str, model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, run: RunConfig
+    method: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    run: RunConfig,
+    on_step: StepObserver | None,
 ) -> tuple[float, list[float]]:
     """The training loop: returns the timed seconds and each step's active fraction."""
     model.train()
     active: list[float] = []
     seconds = 0.0
     batches = batch_order(len(train.labels), run.steps, run.batch_size, run.seed)
-    bar = tqdm(batches, total=run.steps, desc=f"{method:>6}", unit="step")
+    bar = tqdm(batches, total=run.steps, desc=f"{method:>6}", unit="step", disable=not run.progress)
     for step, idx in enumerate(bar):
         x, y = train.inputs[idx], train.labels[idx]
         active.append(getattr(optimizer, "active_param_fraction", 1.0))
+        if on_step is not None:
+            on_step(optimizer)
         _sync(run.device)
         start = time.perf_counter()
         loss = train_step(method, model, optimizer, x, y)

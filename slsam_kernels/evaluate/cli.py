@@ -1,0 +1,122 @@
+"""``python -m slsam_kernels evaluate``: the accuracy evaluation, written to ``--out``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from slsam_kernels.demo.deps import MissingDependencyError
+
+from . import charts, report
+from .config import CONFIGS, VARIANTS, EvalConfig
+from .estimate import estimate_seconds
+from .protocol import run_evaluation
+
+
+def _names(choices: list[str]):
+    def parse(text: str) -> list[str]:
+        names = [n.strip().lower() for n in text.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(choices))
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {', '.join(unknown) or '(none given)'}; choose from "
+                f"{', '.join(choices)}"
+            )
+        return names
+
+    return parse
+
+
+def _numbers(kind: type):
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def default_out() -> Path:
+    """``benchmarks/results/eval-<UTC date and time>``."""
+    return Path("benchmarks/results") / f"eval-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the evaluation's options to ``parser``."""
+    parser.add_argument(
+        "--config",
+        choices=sorted(CONFIGS),
+        default="reduced",
+        help="reduced: under 30 min on 2 idle CPU cores; full: see --estimate; tiny: smoke test",
+    )
+    parser.add_argument("--tasks", type=_names(["image", "text"]), default=None)
+    parser.add_argument(
+        "--methods", type=_names(list(VARIANTS)), default=None, help=", ".join(VARIANTS)
+    )
+    parser.add_argument("--seeds", type=_numbers(int), default=None, help="e.g. 0,1,2")
+    parser.add_argument("--noise", type=_numbers(float), default=None, help="e.g. 0,0.4")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--estimate", action="store_true", help="print the estimated runtime and exit"
+    )
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+
+
+def selected_config(args: argparse.Namespace) -> EvalConfig:
+    """The named configuration restricted by the task/method/seed/noise options."""
+    return CONFIGS[args.config].select(
+        tasks=args.tasks, variants=args.methods, seeds=args.seeds, noises=args.noise
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation (or print its estimate); returns the exit code."""
+    try:
+        config = selected_config(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    estimate = estimate_seconds(config)
+    print(
+        f"config {config.name}: estimated {estimate['total'] / 60:.0f} min on 2 idle CPU cores ("
+        + ", ".join(f"{k} {v / 60:.1f}" for k, v in estimate.items() if k != "total")
+        + " min; an estimate from measured per-step costs)",
+        flush=True,
+    )
+    if args.estimate:
+        return 0
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = args.out or default_out()
+    started, load_at_start = time.perf_counter(), report.load_average()
+    try:
+        settings = run_evaluation(config, device, log=lambda line: print(line, flush=True))
+        seconds = time.perf_counter() - started
+        record = report.to_json(config, settings, str(device), seconds, load_at_start)
+        paths = [*report.write(record, out)]
+        paths.append(charts.accuracy_vs_cost(record, out / "accuracy_vs_cost.png"))
+        arms = charts.arm_distribution(record, out / "bandit_arms.png")
+    except MissingDependencyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if arms is not None:
+        paths.append(arms)
+    print(report.to_markdown(record))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the evaluation."""
+    parser = argparse.ArgumentParser(
+        prog="python -m slsam_kernels evaluate",
+        description="Tune the base optimizer on a validation split, then fine-tune every "
+        "method with several seeds; write JSON, Markdown and charts.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

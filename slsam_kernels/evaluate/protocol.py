@@ -1,0 +1,198 @@
+"""The protocol: carve a validation split, tune the base learning rate (and optionally rho) on
+it with one seed, then train every method with every seed and test it once."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from slsam_kernels.demo import train as demo_train
+from slsam_kernels.demo.data import LabelledData, Split
+from slsam_kernels.demo.tasks import TASKS, Prepared
+
+from .arms import ArmRecorder, arm_recorders
+from .config import VARIANTS, EvalConfig, TaskSpec
+
+ARM_WINDOWS = 10
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of one task and noise level, and which training rows fed which."""
+
+    fit: LabelledData  # train = fitted rows, test = the test split
+    tune: LabelledData  # train = fitted rows, test = the validation split
+    fit_rows: torch.Tensor
+    val_rows: torch.Tensor
+
+
+@dataclass
+class Setting:
+    """The results of one task at one noise level."""
+
+    task: str
+    noise: float
+    base: str
+    lr_grid: list[float]
+    val_acc_by_lr: list[float]
+    lr: float
+    rho_grid: list[float]
+    val_acc_by_rho: list[float]
+    rho: float
+    asam_rho: float
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def carve_validation(data: LabelledData, val_size: int, seed: int) -> Splits:
+    """Split ``data.train`` into disjoint fitted and validation rows (seeded); the test split
+    is kept for the final accuracies only. Validation labels carry the training noise, which
+    under symmetric noise rescales expected accuracy without changing which setting ranks
+    first."""
+    total = len(data.train.labels)
+    if not 0 < val_size < total:
+        raise ValueError(f"val_size must be in (0, {total}), got {val_size}")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    val_rows, fit_rows = order[:val_size], order[val_size:]
+
+    def rows(idx: torch.Tensor) -> Split:
+        return Split(data.train.inputs[idx], data.train.labels[idx])
+
+    fit = rows(fit_rows)
+    return Splits(
+        fit=LabelledData(train=fit, test=data.test, num_classes=data.num_classes),
+        tune=LabelledData(train=fit, test=rows(val_rows), num_classes=data.num_classes),
+        fit_rows=fit_rows,
+        val_rows=val_rows,
+    )
+
+
+def _optim(spec: TaskSpec, base: str, lr: float, rho: float, seed: int) -> demo_train.OptimConfig:
+    return demo_train.OptimConfig(
+        base=base,
+        lr=lr,
+        momentum=0.9,
+        weight_decay=TASKS[spec.task].defaults.weight_decay,
+        rho=rho,
+        asam_rho=spec.asam_rho,
+        sample_ratio=0.5,
+        seed=seed,
+    )
+
+
+def _run_config(spec: TaskSpec, seed: int, device: torch.device) -> demo_train.RunConfig:
+    return demo_train.RunConfig(
+        steps=spec.steps, batch_size=spec.batch_size, seed=seed, device=device, progress=False
+    )
+
+
+def _grid_search(
+    grid: tuple[float, ...], score: Callable[[float], float], log: Log, what: str
+) -> tuple[list[float], float]:
+    """Scores of every grid value and the best value (the first on ties); a single value is
+    taken as given, unscored (NaN)."""
+    if len(grid) == 1:
+        return [math.nan], grid[0]
+    scores = []
+    for value in grid:
+        scores.append(score(value))
+        log(f"    {what} {value:g}: validation accuracy {scores[-1]:.3f}")
+    return scores, grid[max(range(len(grid)), key=scores.__getitem__)]
+
+
+def evaluate_setting(
+    spec: TaskSpec,
+    noise: float,
+    prepared: Prepared,
+    config: EvalConfig,
+    device: torch.device,
+    log: Log,
+) -> Setting:
+    """Tune on the validation split, then run every variant with every seed on the test split."""
+    base = TASKS[spec.task].defaults.base
+    splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
+    tune_seed = config.seeds[0]
+
+    def val_accuracy(method: str, lr: float, rho: float) -> float:
+        optim = _optim(spec, base, lr, rho, tune_seed)
+        run = _run_config(spec, tune_seed, device)
+        return demo_train.train_and_test(
+            method, prepared.build_model, splits.tune, optim, run
+        ).accuracy
+
+    default_rho = spec.rho_grid[0]
+    lr_scores, lr = _grid_search(
+        spec.lr_grid, lambda v: val_accuracy(base, v, default_rho), log, f"{base} lr"
+    )
+    rho_scores, rho = _grid_search(spec.rho_grid, lambda v: val_accuracy("sam", lr, v), log, "rho")
+    log(f"    chosen: lr {lr:g}, rho {rho:g} (asam rho {spec.asam_rho:g})")
+    setting = Setting(
+        task=spec.task,
+        noise=noise,
+        base=base,
+        lr_grid=list(spec.lr_grid),
+        val_acc_by_lr=lr_scores,
+        lr=lr,
+        rho_grid=list(spec.rho_grid),
+        val_acc_by_rho=rho_scores,
+        rho=rho,
+        asam_rho=spec.asam_rho,
+    )
+    for name in config.variants:
+        variant = VARIANTS[name]
+        method = base if variant.method == "base" else variant.method
+        for seed in config.seeds:
+            optim = replace(_optim(spec, base, lr, rho, seed), sample_ratio=variant.sample_ratio)
+            recorders: list[ArmRecorder] = []
+            observer = arm_recorders(spec.steps, ARM_WINDOWS, recorders)
+            result = demo_train.train_and_test(
+                method,
+                prepared.build_model,
+                splits.fit,
+                optim,
+                _run_config(spec, seed, device),
+                observer=observer,
+            )
+            record = {"variant": name, "seed": seed, **asdict(result)}
+            if recorders:
+                record["arms"] = recorders[0].summary()
+            setting.runs.append(record)
+            log(
+                f"    {name:<10} seed {seed}: test acc {result.accuracy:.3f}, "
+                f"{result.seconds_per_step:.3f} s/step, active {result.active_fraction:.3f}"
+            )
+    return setting
+
+
+def run_evaluation(config: EvalConfig, device: torch.device, log: Log = print) -> list[Setting]:
+    """Every task and noise level of ``config``; prints progress through ``log``."""
+    settings = []
+    started = time.perf_counter()
+    for spec in config.tasks:
+        base = TASKS[spec.task].defaults.base
+        methods = sorted({base, "sam"} | {VARIANTS[v].method for v in config.variants} - {"base"})
+        for noise in spec.noises:
+            log(
+                f"[{time.perf_counter() - started:6.0f} s] {spec.task}, {noise:.0%} label noise: "
+                f"{spec.train_size - spec.val_size} fitted / {spec.val_size} validation / "
+                f"{spec.test_size} test examples, {spec.steps} steps of batch {spec.batch_size}"
+            )
+            prepared = TASKS[spec.task].prepare(
+                spec.train_size, spec.test_size, noise, config.data_seed, **spec.prepare_options
+            )
+            warm_optim = _optim(spec, base, spec.lr_grid[0], spec.rho_grid[0], config.seeds[0])
+            demo_train.warm_up(
+                methods,
+                prepared.build_model,
+                prepared.data,
+                warm_optim,
+                _run_config(spec, config.seeds[0], device),
+            )
+            settings.append(evaluate_setting(spec, noise, prepared, config, device, log))
+    log(f"[{time.perf_counter() - started:6.0f} s] done")
+    return settings

@@ -1,0 +1,218 @@
+"""The evaluation's outputs: a JSON record of every run and a Markdown table of the summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slsam_kernels._version import __version__
+
+from .config import EvalConfig
+from .protocol import Setting
+
+
+def summarize(setting: Setting) -> list[dict[str, Any]]:
+    """One row per variant, in run order: accuracy mean, sample standard deviation, min and
+    max over seeds; means of seconds per step, active fraction and peak memory."""
+    rows: dict[str, dict[str, Any]] = {}
+    for run in setting.runs:
+        rows.setdefault(run["variant"], {"variant": run["variant"], "runs": []})["runs"].append(run)
+    out = []
+    for row in rows.values():
+        runs = row.pop("runs")
+        acc = [r["accuracy"] for r in runs]
+        peaks = [r["peak_mib"] for r in runs if not math.isnan(r["peak_mib"])]
+        out.append(
+            {
+                **row,
+                "method": runs[0]["method"],
+                "seeds": len(runs),
+                "acc_mean": statistics.fmean(acc),
+                "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "acc_min": min(acc),
+                "acc_max": max(acc),
+                "seconds_per_step": statistics.fmean(r["seconds_per_step"] for r in runs),
+                "active_fraction": statistics.fmean(r["active_fraction"] for r in runs),
+                "peak_mib": statistics.fmean(peaks) if peaks else math.nan,
+                "memory_kind": runs[0]["memory_kind"],
+            }
+        )
+    return out
+
+
+def _git_revision() -> str:
+    """The checkout's commit, with ``-dirty`` if it has uncommitted changes; or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the platform has them."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def machine() -> dict[str, Any]:
+    """Where it ran: platform, CPU count, torch threads, load average at the time, device."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, torch, transformers and this package."""
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import transformers
+
+        found["transformers"] = transformers.__version__
+    except ImportError:
+        found["transformers"] = "not installed"
+    found["slsam_kernels"] = __version__
+    return found
+
+
+def to_json(
+    config: EvalConfig,
+    settings: list[Setting],
+    device: str,
+    seconds: float,
+    load_at_start: list[float] | None = None,
+) -> dict[str, Any]:
+    """The whole evaluation as a JSON-ready dict (NaN written as null)."""
+    record = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "total_seconds": round(seconds, 1),
+        "device": device,
+        "git_revision": _git_revision(),
+        "machine": {**machine(), "load_average_at_start": load_at_start},
+        "versions": versions(),
+        "config": asdict(config),
+        "settings": [{**asdict(s), "summary": summarize(s)} for s in settings],
+    }
+    return _nan_to_none(record)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _grid(values: list[float], scores: list[float | None]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:g} (fixed)"
+    return ", ".join(f"{v:g}: {s:.3f}" for v, s in zip(values, scores, strict=True))
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    """A Markdown report of a :func:`to_json` record: per setting, the tuning and the table."""
+    m = record["machine"]
+    lines = [
+        f"# Evaluation `{record['config']['name']}`",
+        "",
+        f"{record['created']}, git {record['git_revision']}, {record['device']}, "
+        f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average at the "
+        f"start {m['load_average_at_start']} and end {m['load_average']}; "
+        f"{record['total_seconds']:.0f} s in all. Test accuracy: "
+        f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
+    ]
+    for setting in record["settings"]:
+        kind = setting["summary"][0]["memory_kind"] if setting["summary"] else ""
+        lines += [
+            "",
+            f"## {setting['task']}, {setting['noise']:.0%} label noise",
+            "",
+            f"Validation accuracy (1 seed) by {setting['base']} lr: "
+            f"{_grid(setting['lr_grid'], setting['val_acc_by_lr'])} -> lr {setting['lr']:g}; "
+            f"by SAM rho: {_grid(setting['rho_grid'], setting['val_acc_by_rho'])} -> rho "
+            f"{setting['rho']:g}; ASAM rho {setting['asam_rho']:g}.",
+            "",
+            f"| method | test acc | s/step | active | peak MiB ({kind}) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in setting["summary"]:
+            peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
+            lines.append(
+                f"| {row['variant']} ({row['method']}) | {row['acc_mean']:.3f} ± "
+                f"{row['acc_std']:.3f} | {row['seconds_per_step']:.3f} | "
+                f"{row['active_fraction']:.3f} | {peak} |"
+            )
+        lines += _against_sam(setting["summary"])
+        lines += _top_arms(setting["runs"])
+    return "\n".join(lines) + "\n"
+
+
+def _top_arms(runs: list[dict[str, Any]], top: int = 5) -> list[str]:
+    """A line per SL-SAM variant: its most sampled tensors, as fractions of steps (all seeds)."""
+    totals: dict[str, tuple[list[str], list[int], int]] = {}
+    for run in runs:
+        if "arms" not in run:
+            continue
+        arms = run["arms"]
+        names, counts, steps = totals.get(
+            run["variant"], (arms["names"], [0] * len(arms["names"]), 0)
+        )
+        counts = [c + d for c, d in zip(counts, arms["counts"], strict=True)]
+        totals[run["variant"]] = (names, counts, steps + arms["steps"])
+    lines = []
+    for variant, (names, counts, steps) in totals.items():
+        order = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)[:top]
+        picks = ", ".join(f"`{names[i]}` {counts[i] / steps:.2f}" for i in order)
+        lines.append(f"- {variant}, most sampled tensors (fraction of steps): {picks}")
+    return ["", *lines] if lines else []
+
+
+def _against_sam(summary: list[dict[str, Any]]) -> list[str]:
+    """A line per SL-SAM variant: its mean accuracy minus SAM's, beside the seed spread."""
+    sam = next((r for r in summary if r["variant"] == "sam"), None)
+    if sam is None:
+        return []
+    lines = [
+        f"- {r['variant']} minus SAM: {r['acc_mean'] - sam['acc_mean']:+.3f} test accuracy "
+        f"(seed std {r['acc_std']:.3f} and {sam['acc_std']:.3f}), at "
+        f"{r['seconds_per_step'] / sam['seconds_per_step']:.2f}x SAM's time per step"
+        for r in summary
+        if r["method"] == "slsam"
+    ]
+    return ["", *lines] if lines else []
+
+
+def write(record: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "results.json", out / "results.md"
+    json_path.write_text(json.dumps(record, indent=1) + "\n")
+    md_path.write_text(to_markdown(record))
+    return json_path, md_path
