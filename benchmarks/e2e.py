@@ -239,6 +239,9 @@ def run(
     cfg = CONFIGS[config]
     if cfg.gpu_only and device.type != "cuda":
         raise ValueError(f"e2e config {config!r} runs on a CUDA device only")
+    # One unmeasured AdamW step first, so the first measured method does not pay the process's
+    # first-touch costs (allocator growth, lazy initialisation) alone.
+    run_method("AdamW", cfg, device, 0, 1)
     rows = []
     for method in methods:
         try:

@@ -269,7 +269,7 @@ def bandit_case(w: Workload, device: torch.device) -> Case:
         def setup():
             probs = torch.full((n,), w.fraction, dtype=torch.float32, device=bound.bandit_device)
             idx = active_idx.to(bound.bandit_device)
-            gen = torch.Generator(device=bound.bandit_device).manual_seed(0)
+            gen = torch.Generator().manual_seed(0)  # a host generator, as SLSAM holds
 
             def step():
                 new = bound.bandit_update(probs, norms.to(bound.bandit_device), idx, budget)
@@ -297,7 +297,9 @@ def bandit_case(w: Workload, device: torch.device) -> Case:
             methods.append(Method(f"ours:{name}", "ours", our_setup(bound)))
     methods.append(Method("authors numpy", "baseline", numpy_setup))
     case = _case(w, "bandit_update+sample", None, methods, lambda: None)
-    case.tolerance = (1e-5, 1e-7)
+    # fp32 on a device against float64 on the host: the reward's (n / p)^2 terms are large,
+    # so their rounding moves a probability by up to ~1e-4 relative.
+    case.tolerance = (1e-3, 1e-6)
     case.num_tensors = n
     return case
 

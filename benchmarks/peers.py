@@ -136,7 +136,8 @@ class AuthorsSLSAM(torch.optim.Optimizer):
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         active = [p for p, on in zip(self.arms, self.mask.tolist()) if on]
-        norms = torch.stack([p.grad.norm(p=2).float() for p in active])
+        # fp32 accumulation, as ALGORITHM.md states the norms, in any parameter dtype
+        norms = torch.stack([torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in active])
         self._norms = norms.cpu().numpy()
         grad_norm = torch.norm(norms, p=2)
         for group in self.param_groups:

@@ -62,9 +62,12 @@ def kernel_table(rows: list[dict[str, Any]]) -> str:
 
 def e2e_table(result: dict[str, Any]) -> str:
     parts = result["backprop_parts_s"]
+    m = result["model"]
     head = (
-        f"### End to end: `{result['config']}` ({result['params'] / 1e6:.1f}M parameters, "
-        f"{result['model']})\n\nforward {parts['forward'] * 1e3:.1f} ms, input-gradient "
+        f"### End to end: `{result['config']}` ({result['params'] / 1e6:.1f}M parameters: "
+        f"GPT-2-style, {m['layers']} layers, width {m['hidden']}, vocab {m['vocab']}, batch "
+        f"{m['batch']} x {m['seq']} tokens, {m['dtype']} weights)\n\n"
+        f"forward {parts['forward'] * 1e3:.1f} ms, input-gradient "
         f"backward {parts['backward_input'] * 1e3:.1f} ms, full backward "
         f"{parts['backward_full'] * 1e3:.1f} ms (medians; the floor's inputs)\n"
     )

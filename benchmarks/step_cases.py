@@ -198,4 +198,7 @@ def slsam_step_case(w: Workload, device: torch.device) -> Case:
     methods.append(Method("authors-style SL-SAM", "baseline", authors(stats), stats.mean))
     case = _case(w, "SL-SAM step", methods, _reset(w, snapshot), interleave=False)
     case.notes = "bytes from the mean active set of the timed steps"
+    # The bandit amplifies norm rounding: the reward's (n / p)^2 terms are ~1e5 here, so a
+    # 1e-7 relative change in a norm (summation order) moves a probability by ~1e-4.
+    case.last_tolerance = (1e-3, 1e-6)
     return case
