@@ -58,38 +58,51 @@ def _fixed(fn: Callable[[], Any], outputs: Callable[[Any], list[torch.Tensor]]):
     return lambda: (fn, outputs)
 
 
-def norms_case(w: Workload, device: torch.device) -> Case:
+def norms_case(w: Workload, device: torch.device, adaptive: bool = False) -> Case:
+    """``||g_i||^2``, or with ``adaptive`` ASAM's ``||w_i * g_i||^2``."""
     grads = w.active_grads
+    weights = [p.detach() for p in w.active_params] if adaptive else None
     groups = by_dtype(grads)
+
+    def operands(idx: list[int]) -> list[torch.Tensor]:
+        gs = [grads[i] for i in idx]
+        return torch._foreach_mul(gs, [weights[i] for i in idx]) if weights else gs
 
     def foreach() -> torch.Tensor:
         out = torch.empty(len(grads), dtype=torch.float32, device=device)
         for idx in groups.values():
-            norms = torch._foreach_norm([grads[i] for i in idx])
-            out[idx] = torch.stack(norms).float() ** 2
+            out[idx] = torch.stack(torch._foreach_norm(operands(idx))).float() ** 2
         return out
 
     def loop() -> torch.Tensor:
-        return torch.stack([g.norm(p=2).float() for g in grads]) ** 2
+        xs = [g * weights[i] if weights else g for i, g in enumerate(grads)]
+        return torch.stack([x.norm(p=2).float() for x in xs]) ** 2
 
     def as_list(r: torch.Tensor) -> list[torch.Tensor]:
         return [r]
 
     methods = [
-        Method("reference", "reference", _fixed(lambda: reference.grad_sqnorms(grads), as_list))
+        Method(
+            "reference",
+            "reference",
+            _fixed(lambda: reference.grad_sqnorms(grads, weights), as_list),
+        )
     ]
     for name in our_backends(device):
         bound = ops.bind(name, device)
         methods.append(
             Method(
-                f"ours:{name}", "ours", _fixed(lambda b=bound: b.grad_sqnorms(grads, None), as_list)
+                f"ours:{name}",
+                "ours",
+                _fixed(lambda b=bound: b.grad_sqnorms(grads, weights), as_list),
             )
         )
     methods += [
         Method("torch foreach", "baseline", _fixed(foreach, as_list)),
         Method("per-tensor loop", "baseline", _fixed(loop, as_list)),
     ]
-    case = _case(w, "grad_sqnorms", 1, methods, lambda: None)
+    op = "grad_sqnorms |w*g| (ASAM)" if adaptive else "grad_sqnorms"
+    case = _case(w, op, 2 if adaptive else 1, methods, lambda: None)
     if w.dtype == "fp32":
         # torch's Tensor.norm / _foreach_norm accumulate a 16M-element fp32 tensor with up to
         # 1.3e-3 relative error in the square (measured on huge_and_tiny); the reference sums
@@ -306,6 +319,7 @@ def bandit_case(w: Workload, device: torch.device) -> Case:
 
 KERNEL_OPS: dict[str, Callable[[Workload, torch.device], Case]] = {
     "grad_sqnorms": norms_case,
+    "grad_sqnorms_asam": lambda w, d: norms_case(w, d, adaptive=True),
     "bandit": bandit_case,
     "perturb": perturb_case,
     "restore": restore_case,

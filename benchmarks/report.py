@@ -38,6 +38,10 @@ def add_speedups(rows: list[dict[str, Any]], copy_gbps: float) -> None:
                 r["ours_speedup"] = r["median_s"] / best
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def kernel_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| op | list | dtype | active tensors / elements | method | median ms | p25-p75 ms "
@@ -49,9 +53,9 @@ def kernel_table(rows: list[dict[str, Any]]) -> str:
         spread = (
             f"{_ms(r.get('p25_s'))}-{_ms(r.get('p75_s'))}" if r.get("p25_s") is not None else ""
         )
-        verified = "yes" if r.get("verified") else f"NO: {r.get('error', '')[:80]}"
+        verified = "yes" if r.get("verified") else f"NO: {_cell(r.get('error', '')[:80])}"
         lines.append(
-            f"| {r['op']} | {r['workload']} | {r['dtype']} | {active} | {r['method']} | "
+            f"| {_cell(r['op'])} | {r['workload']} | {r['dtype']} | {active} | {r['method']} | "
             f"{_ms(r.get('median_s'))} | {spread} | {_num(r.get('gb_per_s'), '{:.1f}')} | "
             f"{_num(r.get('pct_copy_bw'), '{:.0f}')} | {r.get('launches', '')} | "
             f"{_num(r.get('extra_peak_mib'), '{:.1f}')} | {_num(r.get('ours_speedup'))}x | "

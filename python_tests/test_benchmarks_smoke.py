@@ -37,8 +37,8 @@ def test_quick_run_writes_verified_rows(tmp_path):
     assert rows and all(r["verified"] for r in rows), [r["error"] for r in rows if r["error"]]
     ops = {r["op"] for r in rows}
     assert ops == {
-        "grad_sqnorms", "bandit_update+sample", "perturb_+backup", "restore_",
-        "restore+AdamW", "restore+SGD", "SAM step", "SL-SAM step",
+        "grad_sqnorms", "grad_sqnorms |w*g| (ASAM)", "bandit_update+sample", "perturb_+backup",
+        "restore_", "restore+AdamW", "restore+SGD", "SAM step", "SL-SAM step",
     }  # fmt: skip
     methods = {r["method"] for r in rows}
     assert {"reference", "torch foreach", "davda54-style loop", "authors-style SL-SAM"} <= methods
