@@ -135,7 +135,8 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def count_launches(fn: Callable[[], object], device: torch.device) -> int:
-    """Kernel launches of one call. CUDA: kernels the profiler records on the device. CPU:
+    """Kernel launches of one call. CUDA: kernels the profiler records on the device (copies
+    and memsets not counted; never run yet: no GPU was lent while this was written). CPU:
     top-level torch ops the profiler records plus calls into the C++ extension (a CPU
     ``_foreach_*`` op counts once though it loops over the tensors inside)."""
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -151,7 +152,13 @@ def count_launches(fn: Callable[[], object], device: torch.device) -> int:
         synchronize(device)
     events = prof.events()
     if device.type == "cuda":
-        return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+        # device activities are kernels, memcpys and memsets; count the kernels
+        return sum(
+            1
+            for e in events
+            if e.device_type == torch.autograd.DeviceType.CUDA
+            and not e.name.startswith(("Memcpy", "Memset"))
+        )
     top_level = sum(
         1 for e in events if e.cpu_parent is None and e.device_type == torch.autograd.DeviceType.CPU
     )

@@ -113,7 +113,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for field in dataclasses.fields(Preset):
         flag = "--" + field.name.replace("_", "-")
         kind = {"list[str]": str, "list[float]": float}.get(str(field.type))
-        p.add_argument(flag, type=_csv(kind) if kind else int, default=None, help="override")
+        what = "comma-separated, " if kind else ""
+        help_text = f"override the preset's {field.name} ({what}see PRESETS in run.py)"
+        if field.name == "ops":
+            help_text = f"override the preset's ops, from: {', '.join(ALL_OPS)}"
+        p.add_argument(flag, type=_csv(kind) if kind else int, default=None, help=help_text)
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel and step rows")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
     return p.parse_args(argv)
