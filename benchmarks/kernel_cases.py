@@ -15,7 +15,7 @@ from slsam_kernels.ops import backends
 
 from .cases import Case, Method, tolerance_for
 from .peers import numpy_bandit_update, numpy_sample
-from .workload import Workload, adam_eps
+from .workload import Workload, adam_eps, with_fraction
 
 SCALE = 1e-3  # the ascent scale rho / ||g||; any small value
 
@@ -273,6 +273,10 @@ def fused_step_case(w: Workload, device: torch.device, optimizer: str) -> Case:
 
 
 def bandit_case(w: Workload, device: torch.device) -> Case:
+    if w.fraction >= 1.0:
+        # At 100% the budget is every arm and the projection pins each probability to 1:
+        # nothing to time. Use the paper's s = 0.2 (22% of the tensors active) instead.
+        w = with_fraction(w, 0.22)
     n = len(w.params)
     active_idx = torch.tensor(w.active, dtype=torch.int64)
     norms = torch.stack([g.float().norm() for g in w.active_grads])
