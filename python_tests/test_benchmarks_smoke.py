@@ -1,0 +1,79 @@
+"""The benchmark suite runs end to end on tiny inputs, writes its three files, and refuses to
+time a method whose output differs from the reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from benchmarks import e2e, run
+from benchmarks.cases import Case, Method, run_case
+from benchmarks.kernel_cases import our_backends
+
+TINY = [
+    "--lists", "grid:12x777", "--dtypes", "fp32,mixed", "--op-fractions", "1.0",
+    "--step-fractions", "0.5", "--extra-lists", "odd_sizes:30x500", "--e2e", "tiny",
+    "--rounds", "2", "--e2e-warmup", "1", "--e2e-steps", "2", "--copy-mib", "8",
+    "--label", "smoke", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_quick_run_writes_verified_rows(tmp_path):
+    threads = torch.get_num_threads()
+    assert (
+        run.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--stem", "t", *TINY]) == 0
+    )
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert (tmp_path / "t.md").read_text().count("| grad_sqnorms |") >= 4
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "t.png").stat().st_size > 0
+    rows = data["kernel_rows"]
+    assert rows and all(r["verified"] for r in rows), [r["error"] for r in rows if r["error"]]
+    ops = {r["op"] for r in rows}
+    assert ops == {
+        "grad_sqnorms", "grad_sqnorms |w*g| (ASAM)", "bandit_update+sample", "perturb_+backup",
+        "restore_", "restore+AdamW", "restore+SGD", "SAM step", "SL-SAM step",
+    }  # fmt: skip
+    methods = {r["method"] for r in rows}
+    assert {"reference", "torch foreach", "davda54-style loop", "authors-style SL-SAM"} <= methods
+    for backend in our_backends(torch.device("cpu")):
+        assert f"ours:{backend}" in methods
+    timed = [r for r in rows if r["median_s"] > 0]
+    assert len(timed) == len(rows)
+    assert all(r["gb_per_s"] > 0 for r in rows if r["op"] != "bandit_update+sample")
+    assert {r["dtype"] for r in rows} == {"fp32", "mixed"}
+    assert {r["workload"] for r in rows} == {"grid:12x777", "odd_sizes:30x500"}
+    [result] = data["e2e"]
+    assert [r["method"] for r in result["rows"]] == list(e2e.METHODS)
+    by_method = {r["method"]: r for r in result["rows"]}
+    assert all(r["median_s"] > 0 for r in result["rows"]), result["rows"]
+    assert by_method["AdamW"]["ratio_to_adamw"] == 1.0
+    assert 0 < by_method["SL-SAM s=0.2"]["active_fraction"] < 1
+    assert by_method["SAM"]["floor_ratio_to_adamw"] == pytest.approx(2.0)
+    assert data["meta"]["copy_gbps"] > 0 and data["meta"]["git_rev"]
+    assert torch.get_num_threads() == threads  # --threads is undone
+
+
+def test_a_wrong_method_is_not_timed():
+    x = torch.ones(10)
+    methods = [
+        Method("reference", "reference", lambda: (lambda: x * 2, lambda r: [r])),
+        Method("wrong", "ours", lambda: (lambda: x * 2 + 1e-3, lambda r: [r])),
+    ]
+    case = Case("op", "w", "fp32", 1.0, 1.0, 1, 10, 40.0, methods, lambda: None, (1e-4, 1e-6))
+    ref, wrong = run_case(case, 2, torch.device("cpu"))
+    assert ref["verified"] and ref["median_s"] > 0
+    assert not wrong["verified"] and "median_s" not in wrong and "differs" in wrong["error"]
+
+
+def test_floor_ratio():
+    parts = {"forward": 1.0, "backward_input": 1.0, "backward_full": 3.0}
+    assert e2e.floor_ratio(parts, 1.0) == pytest.approx(2.0)
+    assert e2e.floor_ratio(parts, 0.0) == pytest.approx(1.0)
+    assert e2e.floor_ratio(parts, 0.5) == pytest.approx(1.5)
