@@ -186,6 +186,9 @@ def test_bad_options_are_rejected(capsys):
         replace(CONFIGS["tiny"].tasks[0], val_size=48)
     with pytest.raises(ValueError, match="noise"):
         CONFIGS["tiny"].select(noises=[1.0])
+    with pytest.raises(ValueError, match="steps"):
+        CONFIGS["tiny"].select(steps=0)
+    assert {spec.steps for spec in CONFIGS["tiny"].select(steps=7).tasks} == {7}
     assert cli.main(["--config", "tiny", "--tasks", "text", "--noise", "0", "--estimate"]) == 0
 
 

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=_numbers(int), default=None, help="e.g. 0,1,2")
     parser.add_argument("--noise", type=_numbers(float), default=None, help="e.g. 0,0.4")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="replace every task's step budget (diagnostics)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--estimate", action="store_true", help="print the estimated runtime and exit"
@@ -71,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def selected_config(args: argparse.Namespace) -> EvalConfig:
     """The named configuration restricted by the task/method/seed/noise options."""
     return CONFIGS[args.config].select(
-        tasks=args.tasks, variants=args.methods, seeds=args.seeds, noises=args.noise
+        tasks=args.tasks,
+        variants=args.methods,
+        seeds=args.seeds,
+        noises=args.noise,
+        steps=args.steps,
     )
 
 

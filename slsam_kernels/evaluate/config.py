@@ -97,8 +97,10 @@ class EvalConfig:
         variants: list[str] | None = None,
         seeds: list[int] | None = None,
         noises: list[float] | None = None,
+        steps: int | None = None,
     ) -> EvalConfig:
-        """This configuration restricted to the given tasks/methods/seeds/noise levels."""
+        """This configuration restricted to the given tasks/methods/seeds/noise levels, with
+        every task's step budget replaced by ``steps`` when given."""
         specs = self.tasks
         if tasks is not None:
             unknown = sorted(set(tasks) - {s.task for s in specs})
@@ -107,6 +109,10 @@ class EvalConfig:
             specs = tuple(s for s in specs if s.task in tasks)
         if noises is not None:
             specs = tuple(replace(s, noises=tuple(noises)) for s in specs)
+        if steps is not None:
+            if steps < 1:
+                raise ValueError(f"steps must be a positive integer, got {steps}")
+            specs = tuple(replace(s, steps=steps) for s in specs)
         return replace(
             self,
             tasks=specs,
