@@ -119,6 +119,17 @@ def test_validation_split_is_carved_from_training_rows_disjointly():
     assert splits.fit.test is prepared.data.test and splits.tune.train is splits.fit.train
 
 
+def test_validation_and_fitted_rows_carry_the_training_noise_rate():
+    clean = torch.arange(2000) % 10
+    noisy = demo_data.add_symmetric_noise(clean, 10, 0.4, seed=0)
+    data = demo_data.LabelledData(
+        demo_data.Split(torch.randn(2000, 2), noisy), demo_data.Split(clean, clean), 10
+    )
+    splits = protocol.carve_validation(data, val_size=400, seed=0)
+    for rows in (splits.val_rows, splits.fit_rows):
+        assert 0.33 < (noisy[rows] != clean[rows]).float().mean() < 0.47
+
+
 def test_tuning_scores_only_the_validation_split_and_picks_the_best(blobs, monkeypatch):
     prepared = _prepare_blobs(64, 32, 0.0, seed=0)
     seen = []
