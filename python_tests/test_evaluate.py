@@ -215,3 +215,31 @@ def test_tiny_image_evaluation_end_to_end(tmp_path):
     (setting,) = record["settings"]
     assert [row["variant"] for row in setting["summary"]] == ["base", "slsam-0.5"]
     assert setting["runs"][1]["arms"]["names"][0] == "_conv_stem.weight"
+
+
+class _WithHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.head = nn.Linear(16, 3)
+
+
+def test_diagnostic_variants_run_only_when_asked_and_keep_the_head_out_of_the_bandit():
+    assert "slsam-0.2-head" not in CONFIGS["reduced"].variants
+    assert "slsam-0.2-head" in CONFIGS["reduced"].select(variants=["slsam-0.2-head"]).variants
+    optim = demo_train.OptimConfig(
+        base="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        rho=0.05,
+        asam_rho=0.5,
+        sample_ratio=0.2,
+        seed=0,
+        head_always_active=True,
+    )
+    model = _WithHead()
+    opt = demo_train.build_optimizer("slsam", model, optim)
+    assert opt.arms == [model.body.weight, model.body.bias]
+    with pytest.raises(ValueError, match="no fresh head"):
+        demo_train.build_optimizer("slsam", nn.Linear(2, 2), optim)

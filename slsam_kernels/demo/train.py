@@ -17,6 +17,7 @@ from slsam_kernels import RST, SAM, SLSAM
 
 from .data import LabelledData, Split
 from .memory import PeakMemory
+from .models import fresh_head
 
 #: Called with the optimizer before each training step (when its active set is the step's).
 StepObserver = Callable[[torch.optim.Optimizer], None]
@@ -36,6 +37,8 @@ class OptimConfig:
 
     ``sample_ratio`` is SL-SAM's expected fraction of tensors active and RST's probability of
     a SAM step; ASAM, whose perturbation is scaled by the weights, takes its own radius.
+    ``bandit_lr`` and ``head_always_active`` (the model's fresh head kept out of the bandit,
+    updated every step) are SL-SAM's.
     """
 
     base: str
@@ -46,6 +49,8 @@ class OptimConfig:
     asam_rho: float
     sample_ratio: float
     seed: int
+    bandit_lr: float = 1e-3
+    head_always_active: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,14 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
         return RST(params, base, rho=cfg.rho, sam_prob=cfg.sample_ratio, seed=cfg.seed, **kwargs)
     if method == "slsam":
         return SLSAM(
-            params, base, rho=cfg.rho, sample_ratio=cfg.sample_ratio, seed=cfg.seed, **kwargs
+            params,
+            base,
+            rho=cfg.rho,
+            sample_ratio=cfg.sample_ratio,
+            bandit_lr=cfg.bandit_lr,
+            seed=cfg.seed,
+            always_active=fresh_head(model) if cfg.head_always_active else None,
+            **kwargs,
         )
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 

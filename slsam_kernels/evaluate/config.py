@@ -17,19 +17,25 @@ class Variant:
     name: str
     method: str
     sample_ratio: float = 0.5
+    bandit_lr: float = 1e-3
+    head_always_active: bool = False
 
 
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("base", "base"),
-        Variant("sam", "sam"),
-        Variant("asam", "asam"),
-        Variant("rst-0.5", "rst", 0.5),
-        Variant("slsam-0.2", "slsam", 0.2),
-        Variant("slsam-0.5", "slsam", 0.5),
-    )
-}
+MAIN_VARIANTS = (
+    Variant("base", "base"),
+    Variant("sam", "sam"),
+    Variant("asam", "asam"),
+    Variant("rst-0.5", "rst", 0.5),
+    Variant("slsam-0.2", "slsam", 0.2),
+    Variant("slsam-0.5", "slsam", 0.5),
+)
+# Not run by default: they take SL-SAM apart to explain a gap to SAM (see the README).
+DIAGNOSTIC_VARIANTS = (
+    Variant("slsam-0.2-uniform", "slsam", 0.2, bandit_lr=0.0),
+    Variant("slsam-0.2-head", "slsam", 0.2, head_always_active=True),
+    Variant("slsam-0.5-head", "slsam", 0.5, head_always_active=True),
+)
+VARIANTS: dict[str, Variant] = {v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS)}
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class EvalConfig:
 
     name: str
     tasks: tuple[TaskSpec, ...]
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    variants: tuple[str, ...] = tuple(v.name for v in MAIN_VARIANTS)
     seeds: tuple[int, ...] = (0, 1)
     #: Seeds the subsets, the validation carve-out and the label noise: the same for every
     #: method and training seed.

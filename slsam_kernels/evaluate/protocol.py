@@ -152,7 +152,12 @@ def evaluate_setting(
         variant = VARIANTS[name]
         method = base if variant.method == "base" else variant.method
         for seed in config.seeds:
-            optim = replace(_optim(spec, base, lr, rho, seed), sample_ratio=variant.sample_ratio)
+            optim = replace(
+                _optim(spec, base, lr, rho, seed),
+                sample_ratio=variant.sample_ratio,
+                bandit_lr=variant.bandit_lr,
+                head_always_active=variant.head_always_active,
+            )
             recorders: list[ArmRecorder] = []
             observer = arm_recorders(spec.steps, ARM_WINDOWS, recorders)
             result = demo_train.train_and_test(

@@ -63,7 +63,38 @@ def resolve_arms(
     return arms
 
 
-def _tensors_of(spec: ArmSpec, index: int) -> list[torch.Tensor]:
+def resolve_always_active(
+    spec: ArmSpec | Sequence[ArmSpec] | None, trainable: Sequence[torch.Tensor]
+) -> set[torch.Tensor]:
+    """The trainable tensors of ``always_active`` (a module, a tensor, or a list of modules
+    and tensors; frozen tensors are skipped); each must be one the optimizer trains, and at
+    least one arm must remain."""
+    if spec is None:
+        return set()
+    specs = [spec] if isinstance(spec, (torch.Tensor, torch.nn.Module)) else spec
+    if not isinstance(specs, Iterable):
+        raise TypeError("always_active must be a module, a tensor or a list of them")
+    trainable_set = set(trainable)
+    chosen: set[torch.Tensor] = set()
+    for i, item in enumerate(specs):
+        for p in _tensors_of(item, i, "always_active entry"):
+            if not p.requires_grad:
+                continue
+            if p not in trainable_set:
+                raise ValueError(
+                    "always_active holds a tensor the optimizer does not train: pass "
+                    "parameters that are in the optimizer's groups and require grad"
+                )
+            chosen.add(p)
+    if len(chosen) == len(trainable_set):
+        raise ValueError(
+            "always_active covers every trainable tensor, so SL-SAM has no arm left to sample: "
+            "use SAM instead, or leave some tensors to the bandit"
+        )
+    return chosen
+
+
+def _tensors_of(spec: ArmSpec, index: int, what: str = "arm") -> list[torch.Tensor]:
     if isinstance(spec, torch.nn.Module):
         return list(spec.parameters())
     if isinstance(spec, torch.Tensor):
@@ -72,4 +103,4 @@ def _tensors_of(spec: ArmSpec, index: int) -> list[torch.Tensor]:
         tensors = list(spec)
         if all(isinstance(p, torch.Tensor) for p in tensors):
             return tensors
-    raise TypeError(f"arm {index} must be a module, a tensor or a list of tensors")
+    raise TypeError(f"{what} {index} must be a module, a tensor or a list of tensors")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .arms import ArmSpec, resolve_arms
+from .arms import ArmSpec, resolve_always_active, resolve_arms
 from .base import SharpnessAwareOptimizer, _Perturbation
 from .checks import check_nonnegative_finite, check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
@@ -18,8 +18,8 @@ class SLSAM(SharpnessAwareOptimizer):
     """SAM on a bandit-sampled subset of the parameter tensors ("arms").
 
     Every tensor that requires grad when the optimizer is built is an arm (or, with
-    ``arms=``, belongs to one); tensors frozen before then are never arms and are never
-    unfrozen. Each step only the active arms require
+    ``arms=``, belongs to one), except those named in ``always_active``; tensors frozen before
+    then are never arms and are never unfrozen. Each step only the active arms require
     grad, are perturbed and are updated; inactive arms keep ``grad=None``, so the base
     optimizer leaves them (and their state) untouched. After the descent the EXP3-style bandit
     updates the keep-probabilities from the first-pass gradient norms and the next active set
@@ -36,6 +36,11 @@ class SLSAM(SharpnessAwareOptimizer):
             a tensor or a list of tensors, together covering every trainable tensor exactly
             once, e.g. :func:`arms_by_module` ``(model)``. An arm is sampled, perturbed and
             updated as a whole, and the bandit sees its L2 norm over its tensors.
+        always_active: tensors (or a module, or a list of modules and tensors) that are not
+            arms: they require grad, are perturbed and are updated every step, and the bandit
+            never sees them; e.g. a freshly initialised classifier head, which as an arm is
+            updated on only about ``s`` of the steps. ``sample_ratio`` then applies to the
+            remaining arms. Not part of the paper's algorithm; None (the default) follows it.
         process_group: the ranks that share the active set when ``torch.distributed`` is
             initialised (None: all of them). Every draw is broadcast from its first rank, so
             the ranks cannot diverge; with ``ascent="per_rank"`` the bandit sees the
@@ -55,6 +60,7 @@ class SLSAM(SharpnessAwareOptimizer):
         backend: str = "auto",
         max_grad_norm: float | None = None,
         arms: Sequence[ArmSpec] | None = None,
+        always_active: ArmSpec | Sequence[ArmSpec] | None = None,
         ascent: str = "global",
         process_group: Any = None,
         **base_kwargs: Any,
@@ -78,6 +84,8 @@ class SLSAM(SharpnessAwareOptimizer):
         self.bandit_lr = float(bandit_lr)
         self.p_min = float(p_min)
         trainable = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        self._always_active = resolve_always_active(always_active, trainable)
+        trainable = [p for p in trainable if p not in self._always_active]
         members = [(p,) for p in trainable] if arms is None else resolve_arms(arms, trainable)
         self._arm_members = members
         #: The arms: tensors (per-tensor arms) or tuples of tensors (``arms=`` groups).
@@ -86,6 +94,7 @@ class SLSAM(SharpnessAwareOptimizer):
         self._arm_numels = torch.tensor(
             [sum(p.numel() for p in arm) for arm in members], dtype=torch.float64
         )
+        self._always_active_numel = sum(p.numel() for p in self._always_active)
         self.budget = self.sample_ratio * len(self.arms)
         self._probs = torch.full(
             (len(self.arms),),
@@ -131,9 +140,11 @@ class SLSAM(SharpnessAwareOptimizer):
 
     @property
     def active_param_fraction(self) -> float:
-        """Fraction of the arms' parameter elements that are active now."""
-        total = self._arm_numels.sum()
-        return float(self._arm_numels[self._active_mask].sum() / total) if total > 0 else 1.0
+        """Fraction of the trainable parameter elements (the arms' and the always-active
+        tensors') that are active now."""
+        total = float(self._arm_numels.sum()) + self._always_active_numel
+        active = float(self._arm_numels[self._active_mask].sum()) + self._always_active_numel
+        return active / total if total > 0 else 1.0
 
     def sample(self, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Draw a new active set, or impose ``mask`` (bool, one entry per arm in param-group
@@ -189,10 +200,12 @@ class SLSAM(SharpnessAwareOptimizer):
         # of several tensors gets the L2 norm over them.
         device = self._probs.device
         sqnorms = torch.zeros(len(active_idx), dtype=torch.float32, device=device)
-        where = torch.tensor([position[self._arm_index[p]] for p in perturbation.params])
-        sqnorms.index_add_(
-            0, where.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
-        )
+        of_arms = [i for i, p in enumerate(perturbation.params) if p in self._arm_index]
+        where = torch.tensor([position[self._arm_index[perturbation.params[i]]] for i in of_arms])
+        arm_sqnorms = perturbation.grad_sqnorms
+        if len(of_arms) < len(perturbation.params):
+            arm_sqnorms = arm_sqnorms[torch.tensor(of_arms, device=arm_sqnorms.device)]
+        sqnorms.index_add_(0, where.to(device, non_blocking=True), arm_sqnorms.to(device))
         if self.ascent == "per_rank":
             sqnorms = distributed.mean_over_ranks(sqnorms, self._group, self._device)
         norms = sqnorms.sqrt()
