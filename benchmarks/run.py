@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from slsam_kernels.utils.provenance import git_revision
 
 from . import e2e, report
 from .cases import run_case
@@ -130,28 +131,6 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _git_rev() -> str:
-    root = Path(__file__).parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
-
-
 def _cpu_name() -> str:
     with contextlib.suppress(OSError, StopIteration):
         return next(
@@ -184,7 +163,7 @@ def machine(device: torch.device) -> dict[str, Any]:
                 for d in ("slsam_kernels", "triton", "transformers", "pytorch-optimizer", "numpy")
             },
         },
-        "git_rev": _git_rev(),
+        "git_rev": git_revision(Path(__file__).parent, short=True),
     }
 
 

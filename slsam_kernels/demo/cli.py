@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,16 +23,20 @@ from .train import (
 )
 
 
-def _methods(text: str) -> list[str]:
-    """Parse ``--methods``: a comma-separated list of known method names."""
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(METHODS))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from "
-            f"{', '.join(METHODS)}"
-        )
-    return names
+def comma_names(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type`` for a comma-separated list of names, each one of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        names = [name.strip().lower() for name in text.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(choices))
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {', '.join(unknown) or '(none given)'}; choose from "
+                f"{', '.join(choices)}"
+            )
+        return names
+
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -60,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="image", help=tasks)
     parser.add_argument(
         "--methods",
-        type=_methods,
+        type=comma_names(METHODS),
         default=None,
         help=f"comma-separated, from {', '.join(METHODS)}; sgd and adamw run plain, the "
         "others wrap --base (default: BASE,sam,slsam)",

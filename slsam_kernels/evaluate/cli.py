@@ -10,26 +10,13 @@ from pathlib import Path
 
 import torch
 
+from slsam_kernels.demo.cli import comma_names
 from slsam_kernels.demo.deps import MissingDependencyError
 
 from . import charts, report
 from .config import CONFIGS, VARIANTS, EvalConfig
 from .estimate import estimate_seconds
 from .protocol import run_evaluation
-
-
-def _names(choices: list[str]):
-    def parse(text: str) -> list[str]:
-        names = [n.strip().lower() for n in text.split(",") if n.strip()]
-        unknown = sorted(set(names) - set(choices))
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                f"unknown name(s) {', '.join(unknown) or '(none given)'}; choose from "
-                f"{', '.join(choices)}"
-            )
-        return names
-
-    return parse
 
 
 def _numbers(kind: type):
@@ -55,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="reduced",
         help="reduced: under 30 min on 2 idle CPU cores; full: see --estimate; tiny: smoke test",
     )
-    parser.add_argument("--tasks", type=_names(["image", "text"]), default=None)
+    parser.add_argument("--tasks", type=comma_names(["image", "text"]), default=None)
     parser.add_argument(
-        "--methods", type=_names(list(VARIANTS)), default=None, help=", ".join(VARIANTS)
+        "--methods", type=comma_names(list(VARIANTS)), default=None, help=", ".join(VARIANTS)
     )
     parser.add_argument("--seeds", type=_numbers(int), default=None, help="e.g. 0,1,2")
     parser.add_argument("--noise", type=_numbers(float), default=None, help="e.g. 0,0.4")

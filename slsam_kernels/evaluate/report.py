@@ -7,7 +7,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from slsam_kernels._version import __version__
+from slsam_kernels.utils.provenance import git_revision
 
 from .config import EvalConfig
 from .protocol import Setting
@@ -48,25 +48,6 @@ def summarize(setting: Setting) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _git_revision() -> str:
-    """The checkout's commit, with ``-dirty`` if it has uncommitted changes; or ``unknown``."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("-dirty" if dirty else "")
 
 
 def load_average() -> list[float] | None:
@@ -111,7 +92,7 @@ def to_json(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "total_seconds": round(seconds, 1),
         "device": device,
-        "git_revision": _git_revision(),
+        "git_revision": git_revision(Path(__file__).parent),
         "machine": {**machine(), "load_average_at_start": load_at_start},
         "versions": versions(),
         "config": asdict(config),
