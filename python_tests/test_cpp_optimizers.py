@@ -15,7 +15,9 @@ pytestmark = requires_extension
 STEPS = 6
 # Both paths round alike except torch's own fused multiply-adds (the reference path steps with
 # torch's AdamW/SGD) and the order of the norms' fp32 sums: ulps, compounded over STEPS steps.
-TOLERANCES = {"rtol": 1e-5, "atol": 1e-6}
+# rtol 1e-5 / atol 1e-6 failed for 1 seed in 8 (one element of 65,536 off by 1.4e-5 after 6
+# SL-SAM + AdamW steps); a wrong update is off by about lr (1e-2).
+TOLERANCES = {"rtol": 1e-4, "atol": 1e-5}
 
 AdamW = torch.optim.AdamW
 SGD = torch.optim.SGD

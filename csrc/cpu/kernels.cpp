@@ -15,6 +15,32 @@
 namespace slsam::cpu {
 namespace {
 
+// fp16 is computed through the compiler's _Float16, which has c10::Half's bits (IEEE binary16):
+// in the x86-64-v3 clone its conversions are F16C instructions the loops vectorise, where
+// c10::Half's portable bit-twiddling conversion kept every fp16 loop scalar (restore + AdamW
+// on ViT-B/16 fp16 measured 23x slower than torch's for-loop step). Both round to nearest even.
+template <typename T>
+struct Compute {
+  using type = T;
+};
+#if defined(__FLT16_MAX__)
+template <>
+struct Compute<c10::Half> {
+  using type = _Float16;
+};
+#endif
+template <typename T>
+using compute_t = typename Compute<T>::type;
+
+template <typename T>
+inline compute_t<T>* as_compute(T* p) {
+  return reinterpret_cast<compute_t<T>*>(p);
+}
+template <typename T>
+inline const compute_t<T>* as_compute(const T* p) {
+  return reinterpret_cast<const compute_t<T>*>(p);
+}
+
 // Element i of a block goes to accumulator i % 16, in order, and the 16 are added pairwise:
 // a fixed order, the same in every clone. Products are staged in a 256-float tile so both
 // loops vectorise for bf16 too (converting in the accumulating loop kept it scalar).
@@ -98,35 +124,38 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
 
 }  // namespace
 
-#define SLSAM_DEFINE_BLOCK_KERNELS(T)                                                        \
-  SLSAM_MULTIVERSIONED float sqnorm_block(const T* g, int64_t n) {                           \
-    return sqnorm<T, false>(g, nullptr, n);                                                  \
-  }                                                                                          \
-  SLSAM_MULTIVERSIONED float weighted_sqnorm_block(const T* g, const T* w, int64_t n) {      \
-    return sqnorm<T, true>(g, w, n);                                                         \
-  }                                                                                          \
-  SLSAM_MULTIVERSIONED void perturb_block(T* w, const T* g, T* backup, int64_t n,            \
-                                          float scale, bool adaptive) {                      \
-    if (adaptive) {                                                                          \
-      perturb<T, true>(w, g, backup, n, scale);                                              \
-    } else {                                                                                 \
-      perturb<T, false>(w, g, backup, n, scale);                                             \
-    }                                                                                        \
-  }                                                                                          \
-  SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,        \
-                                       T* exp_avg_sq, int64_t n, const AdamScalars& s) {     \
-    with_adam_flags(s, [&]<bool kL2, bool kSmall>() SLSAM_INLINE_LAMBDA {                    \
-      adam<T, kL2, kSmall>(w, g, backup, exp_avg, exp_avg_sq, n, s);                         \
-    });                                                                                      \
-  }                                                                                          \
-  SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, \
-                                      int64_t n, const SgdScalars& s) {                      \
-    with_sgd_flags(s, momentum_buffer != nullptr,                                            \
-                   [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>()           \
-                       SLSAM_INLINE_LAMBDA {                                                 \
-                         sgd<T, kDecay, kMomentum, kFirst, kNesterov>(w, g, backup,          \
-                                                                      momentum_buffer, n, s); \
-                       });                                                                   \
+#define SLSAM_DEFINE_BLOCK_KERNELS(T)                                                          \
+  SLSAM_MULTIVERSIONED float sqnorm_block(const T* g, int64_t n) {                             \
+    return sqnorm<compute_t<T>, false>(as_compute(g), nullptr, n);                             \
+  }                                                                                            \
+  SLSAM_MULTIVERSIONED float weighted_sqnorm_block(const T* g, const T* w, int64_t n) {        \
+    return sqnorm<compute_t<T>, true>(as_compute(g), as_compute(w), n);                        \
+  }                                                                                            \
+  SLSAM_MULTIVERSIONED void perturb_block(T* w, const T* g, T* backup, int64_t n,              \
+                                          float scale, bool adaptive) {                        \
+    if (adaptive) {                                                                            \
+      perturb<compute_t<T>, true>(as_compute(w), as_compute(g), as_compute(backup), n, scale); \
+    } else {                                                                                   \
+      perturb<compute_t<T>, false>(as_compute(w), as_compute(g), as_compute(backup), n,        \
+                                   scale);                                                     \
+    }                                                                                          \
+  }                                                                                            \
+  SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,          \
+                                       T* exp_avg_sq, int64_t n, const AdamScalars& s) {       \
+    with_adam_flags(s, [&]<bool kL2, bool kSmall>() SLSAM_INLINE_LAMBDA {                      \
+      adam<compute_t<T>, kL2, kSmall>(as_compute(w), as_compute(g), as_compute(backup),        \
+                                      as_compute(exp_avg), as_compute(exp_avg_sq), n, s);      \
+    });                                                                                        \
+  }                                                                                            \
+  SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer,   \
+                                      int64_t n, const SgdScalars& s) {                        \
+    with_sgd_flags(s, momentum_buffer != nullptr,                                              \
+                   [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>()             \
+                       SLSAM_INLINE_LAMBDA {                                                   \
+                         sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov>(              \
+                             as_compute(w), as_compute(g), as_compute(backup),                 \
+                             as_compute(momentum_buffer), n, s);                               \
+                       });                                                                     \
   }
 
 SLSAM_DEFINE_BLOCK_KERNELS(float)
