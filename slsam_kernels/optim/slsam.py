@@ -197,15 +197,17 @@ class SLSAM(SharpnessAwareOptimizer):
         active_idx = self._active_mask.nonzero().squeeze(1)
         position = {int(arm): j for j, arm in enumerate(active_idx)}
         # An active arm that got no gradient (unused in the forward) counts as norm 0; an arm
-        # of several tensors gets the L2 norm over them.
+        # of several tensors gets the L2 norm over them. Always-active tensors are no arm:
+        # their squared norms land in one extra slot, dropped.
         device = self._probs.device
-        sqnorms = torch.zeros(len(active_idx), dtype=torch.float32, device=device)
-        of_arms = [i for i, p in enumerate(perturbation.params) if p in self._arm_index]
-        where = torch.tensor([position[self._arm_index[perturbation.params[i]]] for i in of_arms])
-        arm_sqnorms = perturbation.grad_sqnorms
-        if len(of_arms) < len(perturbation.params):
-            arm_sqnorms = arm_sqnorms[torch.tensor(of_arms, device=arm_sqnorms.device)]
-        sqnorms.index_add_(0, where.to(device, non_blocking=True), arm_sqnorms.to(device))
+        dropped = len(active_idx)
+        sqnorms = torch.zeros(dropped + 1, dtype=torch.float32, device=device)
+        arms = [self._arm_index.get(p) for p in perturbation.params]
+        where = torch.tensor([dropped if arm is None else position[arm] for arm in arms])
+        sqnorms.index_add_(
+            0, where.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
+        )
+        sqnorms = sqnorms[:dropped]
         if self.ascent == "per_rank":
             sqnorms = distributed.mean_over_ranks(sqnorms, self._group, self._device)
         norms = sqnorms.sqrt()
