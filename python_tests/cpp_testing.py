@@ -27,7 +27,8 @@ ODD_SIZES = [0, 1, 7, 65535, 65536, 65537, 131073, 278011]
 
 
 def fresh_generator() -> tuple[torch.Generator, int]:
-    """A generator with a newly drawn seed (returned too, for failure messages)."""
+    """A generator seeded from ``random``, which conftest seeds per test (the seed is returned
+    too, for failure messages)."""
     seed = random.randrange(2**31)
     return torch.Generator().manual_seed(seed), seed
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
 from cpp_testing import DTYPES, ODD_SIZES, fresh_generator, randn, requires_extension
+from oracle_testing import (
+    assert_error_bounded_by_torchs,
+    assert_states_bounded_by_torchs,
+    float64_oracle,
+)
 
 from slsam_kernels.extension.fused_step import fused_restore_step
 
@@ -41,57 +46,52 @@ CONFIGS = [
 ]
 
 
-def tolerances(expected: torch.Tensor) -> dict[str, float]:
-    """torch's vectorised kernels fuse some multiply-adds that the fused step rounds twice (and
-    the reverse), so each step may land one rounding of the dtype away, at the scale of the
-    operands (momentum buffers reach ~10x the gradients), not of the result: a few eps of the
-    largest magnitude, compounded over STEPS steps. In fp32 Adam's m / sqrt(v) also
-    magnifies a last-bit difference of a near-zero gradient past that (seen: 2x); in bf16 and
-    fp16 the storage rounding absorbs it."""
-    eps = torch.finfo(expected.dtype).eps
-    ulps = 16 if expected.dtype == torch.float32 else 4
-    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
-    return {"rtol": ulps * eps, "atol": ulps * eps * scale}
+class Runs(NamedTuple):
+    """The fused step, torch's own step and torch's step in float64, from the same inputs."""
+
+    fused_params: list[torch.Tensor]
+    fused_opt: torch.optim.Optimizer
+    torch_params: list[torch.Tensor]
+    torch_opt: torch.optim.Optimizer
+    oracle_params: list[torch.Tensor]
+    oracle_opt: torch.optim.Optimizer
 
 
-def assert_same_state(fused: torch.optim.Optimizer, torch_opt: torch.optim.Optimizer) -> None:
-    fused_state, torch_state = fused.state_dict(), torch_opt.state_dict()
-    assert fused_state["param_groups"] == torch_state["param_groups"]
-    assert fused_state["state"].keys() == torch_state["state"].keys()
-    for index, expected in torch_state["state"].items():
-        actual = fused_state["state"][index]
-        assert actual.keys() == expected.keys(), f"state of param {index}"
-        for key, value in expected.items():
-            assert actual[key].dtype == value.dtype and actual[key].device == value.device
-            where = f"state[{index}][{key!r}]"
-            torch.testing.assert_close(
-                actual[key], value, **tolerances(value), msg=lambda m, w=where: f"{w}: {m}"
-            )
-
-
-def run_both(
+def run_all(
     optimizer_class: type[torch.optim.Optimizer],
     options: dict[str, Any],
     dtype: torch.dtype,
     *,
     steps: int = STEPS,
-) -> tuple[list[torch.Tensor], torch.optim.Optimizer, list[torch.Tensor], torch.optim.Optimizer]:
-    """Step two copies of the same params: one with the fused step from perturbed weights and
-    backups, one with torch's own step."""
+) -> Runs:
+    """Step three copies of the same params: one with the fused step from perturbed weights and
+    backups, one with torch's own step, one with torch's step in float64."""
     gen, _ = fresh_generator()
     fused_params = randn(SIZES, [dtype], gen)
+    start = [p.clone() for p in fused_params]
     torch_params = [p.clone() for p in fused_params]
     fused_opt = optimizer_class(fused_params, **options)
     torch_opt = optimizer_class(torch_params, **options)
+    grads_per_step = []
     for _ in range(steps):
         backups = [p.clone() for p in fused_params]
-        for p, q in zip(fused_params, torch_params, strict=True):
-            grad = torch.randn(p.shape, generator=gen).to(dtype)
-            p.grad, q.grad = grad.clone(), grad
+        grads = [torch.randn(p.shape, generator=gen).to(dtype) for p in fused_params]
+        for p, q, grad in zip(fused_params, torch_params, grads, strict=True):
+            p.grad, q.grad = grad.clone(), grad.clone()
             p.add_(torch.randn(p.shape, generator=gen).to(dtype))  # the SAM perturbation
         assert fused_restore_step(fused_opt, fused_params, backups)
         torch_opt.step()
-    return fused_params, fused_opt, torch_params, torch_opt
+        grads_per_step.append(grads)
+    oracle = float64_oracle(lambda ps: optimizer_class(ps, **options), start, grads_per_step)
+    return Runs(fused_params, fused_opt, torch_params, torch_opt, *oracle)
+
+
+def assert_bounded_by_torchs(runs: Runs) -> None:
+    for i, (p, q, truth) in enumerate(
+        zip(runs.fused_params, runs.torch_params, runs.oracle_params, strict=True)
+    ):
+        assert_error_bounded_by_torchs(p, q, truth, f"param {i}")
+    assert_states_bounded_by_torchs(runs.fused_opt, runs.torch_opt, runs.oracle_opt)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -102,27 +102,20 @@ def test_fused_step_matches_torch(optimizer_class, options, dtype):
         # by a large factor (and eps=1e-8 rounds to 0, so 0/0 is one rounding away). An eps
         # above sqrt(smallest normal) = 7.8e-3 keeps the step well-conditioned.
         options = {**options, "eps": 1e-2}
-    fused_params, fused_opt, torch_params, torch_opt = run_both(optimizer_class, options, dtype)
-    for i, (p, q) in enumerate(zip(fused_params, torch_params, strict=True)):
-        torch.testing.assert_close(p, q, **tolerances(q), msg=lambda m, i=i: f"param {i}: {m}")
-    assert_same_state(fused_opt, torch_opt)
+    assert_bounded_by_torchs(run_all(optimizer_class, options, dtype))
 
 
 @pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
 def test_state_dict_hands_over_to_torch_mid_run(optimizer_class, options):
-    fused_params, fused_opt, torch_params, torch_opt = run_both(
-        optimizer_class, options, torch.float32, steps=2
-    )
-    handed_over = optimizer_class(fused_params, **options)
-    handed_over.load_state_dict(fused_opt.state_dict())
-    for p, q in zip(fused_params, torch_params, strict=True):
+    runs = run_all(optimizer_class, options, torch.float32, steps=2)
+    handed_over = optimizer_class(runs.fused_params, **options)
+    handed_over.load_state_dict(runs.fused_opt.state_dict())
+    for p, q, truth in zip(runs.fused_params, runs.torch_params, runs.oracle_params, strict=True):
         grad = torch.randn_like(p)
-        p.grad, q.grad = grad.clone(), grad
-    handed_over.step()
-    torch_opt.step()
-    for p, q in zip(fused_params, torch_params, strict=True):
-        torch.testing.assert_close(p, q, **tolerances(q))
-    assert_same_state(handed_over, torch_opt)
+        p.grad, q.grad, truth.grad = grad.clone(), grad.clone(), grad.double()
+    for opt in (handed_over, runs.torch_opt, runs.oracle_opt):
+        opt.step()
+    assert_bounded_by_torchs(runs._replace(fused_opt=handed_over))
 
 
 def test_tensors_without_grad_are_restored_and_not_stepped():

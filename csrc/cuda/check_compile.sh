@@ -2,15 +2,21 @@
 # Compile every .cu file here to object code with nvcc, with the flags setup.py's
 # CUDAExtension build uses. For machines without a CUDA build of torch or a GPU: proves the
 # kernels compile for sm_90 (or $SLSAM_CUDA_ARCH), nothing more.
-# Usage: csrc/cuda/check_compile.sh [output dir]   (needs nvcc and an importable torch)
+# Usage: PYTHON=/path/to/python csrc/cuda/check_compile.sh [output dir]
+# Needs nvcc and an interpreter that imports torch: $PYTHON (callers pass their own
+# sys.executable), else python3 on PATH.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-$(mktemp -d)}"
 mkdir -p "$out"
 nvcc="${NVCC:-nvcc}"
-python="${PYTHON:-python}"
+python="${PYTHON:-python3}"
 command -v "$nvcc" >/dev/null || { echo "nvcc not found: install the CUDA toolkit or set NVCC" >&2; exit 2; }
+"$python" -c 'import torch' 2>/dev/null || {
+  echo "check_compile.sh: '$python' cannot import torch: set PYTHON to an interpreter that has it (e.g. PYTHON=.venv/bin/python)" >&2
+  exit 2
+}
 
 includes=()
 while IFS= read -r dir; do includes+=("-I$dir"); done < <(
