@@ -29,3 +29,26 @@ def test_unavailable_backend_raises_with_its_reason(monkeypatch):
     else:
         raise AssertionError("an unavailable backend was accepted")
     assert backends.resolve("auto", torch.device("cpu")) != "broken"
+
+
+def test_info_runs_with_torch_alone():
+    """The demo's and evaluation's modules (tqdm among their needs) are imported only when
+    their command runs: ``info`` needs none of them."""
+    code = (
+        "import sys\n"
+        "for name in ('tqdm', 'transformers', 'matplotlib', 'efficientnet_lite_pytorch'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "from slsam_kernels.__main__ import main\n"
+        "sys.exit(main(['info']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "backends:" in result.stdout
+
+
+def test_an_unknown_command_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "slsam_kernels", "infoo"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'infoo'" in result.stderr

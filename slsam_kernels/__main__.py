@@ -1,35 +1,45 @@
-"""Command line: ``python -m slsam_kernels {info,demo,evaluate}``."""
+"""Command line: ``python -m slsam_kernels {info,demo,evaluate}``.
+
+Each sub-command's module is imported only when that command runs, so ``info`` works with
+torch alone (the demo needs its extra: tqdm, the models and data).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+#: name -> (module with ``main(argv) -> int``, one-line help)
+COMMANDS = {
+    "info": ("slsam_kernels.info", "versions and available backends"),
+    "demo": ("slsam_kernels.demo.cli", "fine-tune a pretrained model with SAM/SL-SAM"),
+    "evaluate": (
+        "slsam_kernels.evaluate.cli",
+        "tuned, multi-seed accuracy evaluation of every method",
+    ),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m slsam_kernels",
+        epilog="`python -m slsam_kernels COMMAND --help` shows a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the sub-command and run it."""
-    parser = argparse.ArgumentParser(prog="python -m slsam_kernels")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="versions and available backends")
-    demo_parser = commands.add_parser("demo", help="fine-tune a pretrained model with SAM/SL-SAM")
-    from .demo import cli as demo_cli
-
-    demo_cli.add_arguments(demo_parser)
-    eval_parser = commands.add_parser(
-        "evaluate", help="tuned, multi-seed accuracy evaluation of every method"
-    )
-    from .evaluate import cli as eval_cli
-
-    eval_cli.add_arguments(eval_parser)
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        from .info import report
-
-        print(report())
-        return 0
-    if args.command == "evaluate":
-        return eval_cli.run(args)
-    return demo_cli.run(args)
+    """Run the sub-command named first in ``argv`` (default: ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _parser().parse_args(argv)  # prints the help or the usage error, and exits
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

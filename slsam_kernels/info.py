@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 
 import torch
@@ -39,3 +40,14 @@ def report() -> str:
     for device_type in ("cpu", "cuda"):
         lines.append(f"  {device_type:<5} -> {backends.resolve('auto', torch.device(device_type))}")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the report (``argv`` takes no options but ``--help``)."""
+    argparse.ArgumentParser(
+        prog="python -m slsam_kernels info",
+        description="Versions, which backends can run here (and why not), and what "
+        "backend='auto' picks per device.",
+    ).parse_args(argv)
+    print(report())
+    return 0

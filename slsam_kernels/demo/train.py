@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from slsam_kernels import RST, SAM, SLSAM
 
 from .data import LabelledData, Split
 from .memory import PeakMemory
 from .models import fresh_head
+from .progress import StepProgress
 
 #: Called with the optimizer before each training step (when its active set is the step's).
 StepObserver = Callable[[torch.optim.Optimizer], None]
@@ -231,8 +231,8 @@ def _train(
     active: list[float] = []
     seconds = 0.0
     batches = batch_order(len(train.labels), run.steps, run.batch_size, run.seed)
-    bar = tqdm(batches, total=run.steps, desc=f"{method:>6}", unit="step", disable=not run.progress)
-    for step, idx in enumerate(bar):
+    progress = StepProgress(run.steps, f"{method:>6}", enabled=run.progress)
+    for step, idx in enumerate(batches):
         x, y = train.inputs[idx], train.labels[idx]
         active.append(getattr(optimizer, "active_param_fraction", 1.0))
         if on_step is not None:
@@ -242,6 +242,6 @@ def _train(
         loss = train_step(method, model, optimizer, x, y)
         _sync(run.device)
         seconds += time.perf_counter() - start
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        progress.update(step, loss.item() if progress.wants_loss(step) else None)
+    progress.close()
     return seconds, active
