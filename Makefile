@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := dataset-fashion-mnist
 
-.PHONY: setup data demo evaluate test lint bench
+.PHONY: setup data demo evaluate test lint bench gpu-check
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: setup data
 # BENCH_ARGS=--quick for a smoke run, --full for everything. Results: benchmarks/results/.
 bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# One prepared check of the Triton and CUDA code on an H100/H200 (about 8 minutes; see
+# benchmarks/README.md): make gpu-check OUT=dir. The machine's $(PYTHON), no venv (the GPU
+# machine has none). DRY_RUN=1 prints the steps and their time budgets and runs nothing.
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check $(if $(filter-out 0,$(DRY_RUN)),--dry-run) $(if $(OUT),--out $(OUT))
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

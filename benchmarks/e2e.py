@@ -37,7 +37,9 @@ CONFIGS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(2, 64, 2, 512, 2, 32),
     "cpu-small": ModelConfig(4, 256, 4, 8192, 8, 128),
     "cpu-base": ModelConfig(6, 512, 8, 16384, 8, 128),
-    # GPU only: GPT-2-medium size and a ~1.3B config, bf16 weights.
+    # GPU only: GPT-2 small (124M, `make gpu-check`), GPT-2-medium size and a ~1.3B config,
+    # bf16 weights.
+    "gpt2-small": ModelConfig(12, 768, 12, 50257, 8, 1024, "bf16", True),
     "gpt2-medium": ModelConfig(24, 1024, 16, 50257, 8, 1024, "bf16", True),
     "gpt-1b3": ModelConfig(24, 2048, 16, 50257, 4, 1024, "bf16", True),
 }

@@ -60,6 +60,7 @@ class Preset:
     e2e_warmup: int
     e2e_steps: int
     copy_mib: int
+    e2e_methods: list[str] = dataclasses.field(default_factory=lambda: list(e2e.METHODS))
 
 
 _GRID = ((10, 100, 1000, 10_000), (1024, 65_536, 2**20, 16 * 2**20))
@@ -118,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help_text = f"override the preset's {field.name} ({what}see PRESETS in run.py)"
         if field.name == "ops":
             help_text = f"override the preset's ops, from: {', '.join(ALL_OPS)}"
+        if field.name == "e2e_methods":
+            help_text = f"the end-to-end methods (default all), from: {', '.join(e2e.METHODS)}"
         p.add_argument(flag, type=_csv(kind) if kind else int, default=None, help=help_text)
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel and step rows")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
@@ -244,6 +247,11 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
     unknown = set(preset.ops) - set(ALL_OPS)
     if unknown:
         raise SystemExit(f"unknown ops {sorted(unknown)}: choose from {', '.join(ALL_OPS)}")
+    unknown = set(preset.e2e_methods) - set(e2e.METHODS)
+    if unknown:
+        raise SystemExit(
+            f"unknown e2e methods {sorted(unknown)}: choose from {', '.join(e2e.METHODS)}"
+        )
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -275,7 +283,16 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
     results = []
     if not args.no_e2e:
         for config in preset.e2e:
-            results.append(e2e.run(config, device, preset.e2e_warmup, preset.e2e_steps, log=log))
+            results.append(
+                e2e.run(
+                    config,
+                    device,
+                    preset.e2e_warmup,
+                    preset.e2e_steps,
+                    tuple(preset.e2e_methods),
+                    log=log,
+                )
+            )
     meta["seconds"] = round(time.perf_counter() - started, 1)
     run = {"meta": meta, "kernel_rows": rows, "e2e": results}
     stem = args.stem or "-".join(
