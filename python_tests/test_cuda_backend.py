@@ -7,6 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 from cpp_testing import DTYPES, assert_bitwise_equal, nan_like, requires_extension
+from oracle_testing import (
+    assert_error_bounded_by_torchs,
+    assert_states_bounded_by_torchs,
+    float64_oracle,
+)
 
 from slsam_kernels import reference
 from slsam_kernels.ops import backends, bind
@@ -73,20 +78,23 @@ def test_perturb_and_restore_are_bit_exact(backend, device, dtype, adaptive):
 def test_fused_restore_step_matches_torch(backend, device, optimizer_class, options, dtype):
     ops = bind(backend, torch.device(device))
     fused_params = randn(device, dtype, 5)
+    start = [p.clone() for p in fused_params]
     torch_params = [p.clone() for p in fused_params]
     fused_opt = optimizer_class(fused_params, **options)
     torch_opt = optimizer_class(torch_params, **options)
+    grads_per_step = []
     for step in range(3):
         backups = [p.clone() for p in fused_params]
         grads, noise = randn(device, dtype, 10 + step), randn(device, dtype, 20 + step)
         for p, q, g, e in zip(fused_params, torch_params, grads, noise):
-            p.grad, q.grad = g.clone(), g
+            p.grad, q.grad = g.clone(), g.clone()
             p.add_(e)  # the SAM perturbation, undone by the fused restore
         assert ops.fused_restore_step(fused_opt, fused_params, backups)
         torch_opt.step()
-    # torch fuses some multiply-adds that the kernels round twice (test_cpp_fused_step.py):
-    # a few eps of the dtype at the operands' scale per step.
-    eps = torch.finfo(dtype).eps
-    for got, want in zip(fused_params, torch_params):
-        scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
-        torch.testing.assert_close(got, want, rtol=16 * eps, atol=16 * eps * scale)
+        grads_per_step.append(grads)
+    oracle_params, oracle_opt = float64_oracle(
+        lambda ps: optimizer_class(ps, **options), start, grads_per_step
+    )
+    for i, (got, want, truth) in enumerate(zip(fused_params, torch_params, oracle_params)):
+        assert_error_bounded_by_torchs(got, want, truth, f"param {i}")
+    assert_states_bounded_by_torchs(fused_opt, torch_opt, oracle_opt)

@@ -22,8 +22,7 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     skip = shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "*.so")
     shutil.copytree(ROOT, tree, ignore=skip)
     code = (
-        "import sys; from setuptools import build_meta; "
-        "print(build_meta.build_sdist(sys.argv[1]))"
+        "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
     )
     result = subprocess.run(
         [sys.executable, "-W", "always", "-c", code, str(out)],
