@@ -170,12 +170,17 @@ def chart(run: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def output_paths(directory: Path, stem: str) -> list[Path]:
+    """The JSON, Markdown and PNG files a run writes."""
+    return [directory / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
+
+
 def write(run: dict[str, Any], directory: Path, stem: str) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.json", directory / f"{stem}.md"]
+    paths = output_paths(directory, stem)
+    png = paths.pop()
     paths[0].write_text(json.dumps(run, indent=1, default=str) + "\n")
     paths[1].write_text(markdown(run))
-    png = directory / f"{stem}.png"
     if chart(run, png):
         paths.append(png)
     return paths

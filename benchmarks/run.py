@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from slsam_kernels.demo.cli import DefaultsHelpFormatter
+from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
 from slsam_kernels.utils.provenance import git_revision
 
 from . import e2e, report
@@ -103,13 +105,23 @@ def _csv(kind: type) -> Any:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run")
     size.add_argument("--full", action="store_true", help="every list, dtype and fraction")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: a new benchmarks/results/<UTC date-time>-<device>-<preset>)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite files already in --out")
     p.add_argument("--stem", default=None, help="output file name without suffix")
     p.add_argument("--label", default="", help="a line printed under the title, e.g. 'smoke'")
     for field in dataclasses.fields(Preset):
@@ -274,6 +286,15 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
             else "top-level torch ops recorded by torch.profiler + calls into the C++ extension"
         ),
     )
+    stem = args.stem or "-".join(
+        [meta["date"], _device_tag(meta["device_name"], device)]
+        + ([] if name == "default" else [name])
+    )
+    out = args.out or run_folder(RESULTS, _device_tag(meta["device_name"], device), name)
+    try:
+        refuse_to_overwrite(report.output_paths(out, stem), args.force)
+    except FileExistsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     bandwidth = stream_bandwidth(device, preset.copy_mib * 2**20)
     meta["copy_gbps"] = bandwidth["copy"] / 1e9
     meta["triad_gbps"] = bandwidth["triad"] / 1e9
@@ -295,15 +316,11 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
             )
     meta["seconds"] = round(time.perf_counter() - started, 1)
     run = {"meta": meta, "kernel_rows": rows, "e2e": results}
-    stem = args.stem or "-".join(
-        [meta["date"], _device_tag(meta["device_name"], device)]
-        + ([] if name == "default" else [name])
-    )
-    for path in report.write(run, args.out, stem):
+    for path in report.write(run, out, stem):
         log(f"wrote {path}")
     failed = [r for r in rows if not r.get("verified")]
     for r in failed:
-        log(f"NOT VERIFIED: {r['op']} {r['workload']} {r['dtype']} {r['method']}: {r['error']}")
+        log(f"not verified, untimed: {r['op']} {r['workload']} {r['dtype']}: {r['error']}")
     # A baseline that disagrees with the reference is a finding (reported, not timed); ours
     # or the reference failing is a bug.
     return 1 if any(r["role"] != "baseline" for r in failed) else 0

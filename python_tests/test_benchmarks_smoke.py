@@ -60,6 +60,34 @@ def test_quick_run_writes_verified_rows(tmp_path):
     assert torch.get_num_threads() == threads  # --threads is undone
 
 
+def test_a_second_run_refuses_to_overwrite_without_force(tmp_path):
+    (tmp_path / "t.md").write_text("committed results")
+    with pytest.raises(SystemExit, match=r"would overwrite .*t\.md.*pass --force"):
+        run.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--stem", "t", *TINY])
+    assert (tmp_path / "t.md").read_text() == "committed results"
+
+
+def test_each_run_gets_a_folder_of_its_own():
+    first = run.run_folder(run.RESULTS, "cpu", "quick")
+    assert first.parent == run.RESULTS and first.name.endswith("-cpu-quick")
+    assert not first.exists()
+
+
+def test_a_disagreeing_baseline_is_one_line_not_a_traceback(capsys):
+    x = torch.ones(10)
+    methods = [
+        Method("reference", "reference", lambda: (lambda: x * 2, lambda r: [r])),
+        Method("torch fused", "baseline", lambda: (lambda: x * 2 + 1.0, lambda r: [r])),
+    ]
+    case = Case("op", "w", "fp32", 1.0, 1.0, 1, 10, 40.0, methods, lambda: None, (1e-4, 1e-6))
+    _, baseline = run_case(case, 2, torch.device("cpu"))
+    assert "Traceback" not in capsys.readouterr().err
+    assert baseline["error"] == (
+        "VerificationError: torch fused: output 0 differs from the reference in 10 of 10 "
+        "elements, by up to 1 (allowed 1e-06 + 0.0001 x |ref|)"
+    )
+
+
 def test_a_wrong_method_is_not_timed():
     x = torch.ones(10)
     methods = [

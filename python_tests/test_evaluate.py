@@ -189,6 +189,22 @@ def test_reduced_config_is_estimated_under_30_minutes_and_full_longer():
     assert reduced < 30 * 60 < estimate_seconds(CONFIGS["full"])["total"]
 
 
+def test_existing_results_are_not_overwritten_without_force(tmp_path, capsys):
+    (tmp_path / "results.md").write_text("committed")
+    assert cli.main(["--config", "tiny", "--out", str(tmp_path)]) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (tmp_path / "results.md").read_text() == "committed"
+
+
+def test_help_shows_defaults_and_runtime_estimates(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: reduced)" in text
+    for name in CONFIGS:
+        assert f"{name} ~" in text
+
+
 def test_bad_options_are_rejected(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--methods", "sgd,sam"])

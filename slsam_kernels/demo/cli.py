@@ -39,6 +39,18 @@ def comma_names(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help where X is a real value (not None or
+    False, which mean "the config's" or "off")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        shown = not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        if shown and "default" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
 def _positive_int(text: str) -> int:
     """Parse a count that must be at least 1."""
     value = int(text)
@@ -77,13 +89,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the base optimizer the sharpness-aware methods wrap (default: per task)",
     )
     parser.add_argument(
-        "--steps", type=_positive_int, default=None, help="training steps per method"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="training steps per method (default: the task's)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="(default: the task's)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the task's)"
+    )
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--rho", type=float, default=None, help="SAM neighbourhood radius")
+    parser.add_argument("--weight-decay", type=float, default=None, help="(default: the task's)")
+    parser.add_argument(
+        "--rho", type=float, default=None, help="SAM neighbourhood radius (default: the task's)"
+    )
     parser.add_argument("--asam-rho", type=float, default=0.5, help="ASAM's radius (scaled by |w|)")
     parser.add_argument(
         "--sample-ratio",
@@ -97,9 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.4,
         help="fraction of training labels replaced by a wrong class",
     )
-    parser.add_argument("--train-size", type=_positive_int, default=None)
-    parser.add_argument("--test-size", type=_positive_int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-size", type=_positive_int, default=None, help="(default: the task's)"
+    )
+    parser.add_argument(
+        "--test-size", type=_positive_int, default=None, help="(default: the task's)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds the run")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
     )
@@ -176,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the demo."""
     parser = argparse.ArgumentParser(
         prog="python -m slsam_kernels demo",
+        formatter_class=DefaultsHelpFormatter,
         description="Fine-tune a pretrained model on noisy labels with a base optimizer, SAM "
         "and SL-SAM; print test accuracy, seconds per step, fraction of parameters active "
         "and peak memory for each.",

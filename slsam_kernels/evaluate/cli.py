@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from slsam_kernels.demo.cli import comma_names
+from slsam_kernels.demo.cli import DefaultsHelpFormatter, comma_names
 from slsam_kernels.demo.deps import MissingDependencyError
+from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
 
 from . import charts, report
 from .config import CONFIGS, VARIANTS, EvalConfig
@@ -29,29 +29,47 @@ def _numbers(kind: type):
     return parse
 
 
-def default_out() -> Path:
-    """``benchmarks/results/eval-<UTC date and time>``."""
-    return Path("benchmarks/results") / f"eval-{datetime.now(timezone.utc):%Y%m%d-%H%M}"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the evaluation's options to ``parser``."""
+    estimates = ", ".join(
+        f"{name} ~{estimate_seconds(config)['total'] / 60:.0f} min"
+        for name, config in sorted(CONFIGS.items())
+    )
     parser.add_argument(
         "--config",
         choices=sorted(CONFIGS),
         default="reduced",
-        help="reduced: under 30 min on 2 idle CPU cores; full: see --estimate; tiny: smoke test",
+        help=f"the task set and budgets; estimated runtime on 2 idle CPU cores: {estimates} "
+        "(--estimate prints a selection's)",
     )
-    parser.add_argument("--tasks", type=comma_names(["image", "text"]), default=None)
     parser.add_argument(
-        "--methods", type=comma_names(list(VARIANTS)), default=None, help=", ".join(VARIANTS)
+        "--tasks",
+        type=comma_names(["image", "text"]),
+        default=None,
+        help="comma-separated, from image, text (default: the config's)",
     )
-    parser.add_argument("--seeds", type=_numbers(int), default=None, help="e.g. 0,1,2")
-    parser.add_argument("--noise", type=_numbers(float), default=None, help="e.g. 0,0.4")
+    parser.add_argument(
+        "--methods",
+        type=comma_names(list(VARIANTS)),
+        default=None,
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: the config's)",
+    )
+    parser.add_argument(
+        "--seeds", type=_numbers(int), default=None, help="e.g. 0,1,2 (default: the config's)"
+    )
+    parser.add_argument(
+        "--noise", type=_numbers(float), default=None, help="e.g. 0,0.4 (default: the config's)"
+    )
     parser.add_argument(
         "--steps", type=int, default=None, help="replace every task's step budget (diagnostics)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: a new benchmarks/results/<UTC date-time>-eval-<config>)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     parser.add_argument(
         "--estimate", action="store_true", help="print the estimated runtime and exit"
     )
@@ -86,15 +104,21 @@ def run(args: argparse.Namespace) -> int:
     if args.estimate:
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = args.out or default_out()
+    out = args.out or run_folder(Path("benchmarks/results"), "eval", config.name)
+    try:
+        refuse_to_overwrite(report.output_paths(out), args.force)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     started, load_at_start = time.perf_counter(), report.load_average()
     try:
         settings = run_evaluation(config, device, log=lambda line: print(line, flush=True))
         seconds = time.perf_counter() - started
         record = report.to_json(config, settings, str(device), seconds, load_at_start)
         paths = [*report.write(record, out)]
-        paths.append(charts.accuracy_vs_cost(record, out / "accuracy_vs_cost.png"))
-        arms = charts.arm_distribution(record, out / "bandit_arms.png")
+        cost_chart, arms_chart = report.output_paths(out)[2:]
+        paths.append(charts.accuracy_vs_cost(record, cost_chart))
+        arms = charts.arm_distribution(record, arms_chart)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -109,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the evaluation."""
     parser = argparse.ArgumentParser(
         prog="python -m slsam_kernels evaluate",
+        formatter_class=DefaultsHelpFormatter,
         description="Tune the base optimizer on a validation split, then fine-tune every "
         "method with several seeds; write JSON, Markdown and charts.",
     )

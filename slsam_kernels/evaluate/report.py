@@ -190,10 +190,19 @@ def _against_sam(summary: list[dict[str, Any]]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+#: The charts' file names (charts.py draws them).
+CHART_NAMES = ("accuracy_vs_cost.png", "bandit_arms.png")
+
+
+def output_paths(out: Path) -> tuple[Path, ...]:
+    """Every file an evaluation writes into ``out``."""
+    return tuple(out / n for n in ("results.json", "results.md", *CHART_NAMES))
+
+
 def write(record: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "results.json", out / "results.md"
+    json_path, md_path = output_paths(out)[:2]
     json_path.write_text(json.dumps(record, indent=1) + "\n")
     md_path.write_text(to_markdown(record))
     return json_path, md_path
