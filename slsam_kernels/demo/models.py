@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from types import ModuleType
 
@@ -89,8 +91,16 @@ def minilm_classifier(num_classes: int) -> nn.Module:
 
     The head is initialised from torch's global RNG, so seed it for a reproducible model.
     """
-    encoder = _transformers().AutoModel.from_pretrained(_minilm_dir(), local_files_only=True)
+    encoder = copy.deepcopy(_pretrained_minilm())
     return MeanPooledClassifier(encoder, encoder.config.hidden_size, num_classes, pad_id=0)
+
+
+@functools.cache
+def _pretrained_minilm() -> nn.Module:
+    """The encoder, read from disk once per process (an evaluation builds it for every run).
+    Loading leaves torch's global RNG as it was, so every build seeds the head alike."""
+    with torch.random.fork_rng(devices=[]):
+        return _transformers().AutoModel.from_pretrained(_minilm_dir(), local_files_only=True)
 
 
 def fresh_head(model: nn.Module) -> nn.Module:
