@@ -69,6 +69,21 @@ def main() -> None:
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
     if not cuda:
         torch.set_num_threads(1)
+    times = _measure(device, cuda, args.rounds)
+    if dist.get_rank() == 0:
+        world = dist.get_world_size()
+        print(f"{world} ranks, {DEPTH}x Linear({WIDTH}), batch {BATCH} per rank, {device}")
+        print(f"{'configuration':42s} {'ms/step':>8s}")
+        for name, values in times.items():
+            print(f"{name:42s} {statistics.median(values):8.2f}")
+    # After _measure() has dropped its DDP models: a DDP reducer that outlives this call
+    # destroys the process group later, holding the GIL, which can deadlock gloo's teardown
+    # (see examples/ddp_slsam.py).
+    dist.destroy_process_group()
+
+
+def _measure(device: torch.device, cuda: bool, rounds: int) -> dict[str, list[float]]:
+    """Milliseconds per step of each configuration, one value per round after the first."""
     cases = {
         "AdamW, DDP default": _case(device, "base", False),
         "AdamW, find_unused_parameters": _case(device, "base", True),
@@ -78,7 +93,7 @@ def main() -> None:
         "SL-SAM (s=0.5), per-rank ascent": _case(device, "slsam", True, "per_rank"),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for round_index in range(args.rounds + 1):
+    for round_index in range(rounds + 1):
         for name, run in cases.items():
             if cuda:
                 torch.cuda.synchronize()
@@ -89,13 +104,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             if round_index:  # the first round warms up
                 times[name].append((time.perf_counter() - start) / STEPS_PER_ROUND * 1e3)
-    if dist.get_rank() == 0:
-        world = dist.get_world_size()
-        print(f"{world} ranks, {DEPTH}x Linear({WIDTH}), batch {BATCH} per rank, {device}")
-        print(f"{'configuration':42s} {'ms/step':>8s}")
-        for name, values in times.items():
-            print(f"{name:42s} {statistics.median(values):8.2f}")
-    dist.destroy_process_group()
+    return times
 
 
 if __name__ == "__main__":

@@ -27,6 +27,15 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
+    train(args, cuda)
+    # Only once train()'s DDP model is gone. Its reducer holds the process group too; had it
+    # dropped the last reference, it would destroy the group holding the GIL and wait for
+    # gloo's worker thread, which needs the GIL to free the last collective's tensors: a
+    # deadlock at exit. Dropped here, the group is destroyed with the GIL released.
+    dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace, cuda: bool) -> None:
     rank = dist.get_rank()
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if cuda else torch.device("cpu")
     torch.manual_seed(0)  # the same initial weights on every rank
@@ -66,7 +75,6 @@ def main() -> None:
         opt.second_step(zero_grad=True)
         if rank == 0 and step % 5 == 0:
             print(f"step {step:3d}  loss {loss.item():.4f}  active {opt.active_mask.tolist()}")
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@ ranks exit by themselves."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +28,9 @@ if dist.is_available():
     from distributed_testing import batches, full_weights, loss_of, make_model, spawn, train
 
 TOL = dict(rtol=1e-5, atol=1e-6)
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_RUNS = 5
+EXAMPLE_TIMEOUT_S = 120
 
 
 def _launch(worker, tmp_path_factory) -> list[dict]:
@@ -139,3 +149,54 @@ def test_first_pass_is_a_no_op_for_the_global_ascent():
     with opt.first_pass(model):
         loss_of(model, *batches()[0]).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def _kill_launch(launcher: subprocess.Popen) -> str:
+    """SIGKILL torchrun's process group and each worker's (torchrun starts every worker in a
+    session of its own, so killing torchrun alone would leave a hung worker behind); returns
+    what they printed."""
+    workers = [
+        int(pid)
+        for children in Path(f"/proc/{launcher.pid}/task").glob("*/children")
+        for pid in children.read_text().split()
+    ]
+    for group in [launcher.pid, *workers]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+    return launcher.communicate()[0]
+
+
+def _run_example(*flags: str) -> tuple[int | None, str]:
+    """examples/ddp_slsam.py on two gloo ranks: its exit status (None when it did not exit
+    within EXAMPLE_TIMEOUT_S; then it is killed) and output."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(ROOT / "examples" / "ddp_slsam.py"), "--steps", "4", *flags,
+    ]  # fmt: skip
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    launcher = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = launcher.communicate(timeout=EXAMPLE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, _kill_launch(launcher)
+    return launcher.returncode, output
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [(), ("--per-rank-ascent",)], ids=["global", "per_rank"])
+def test_ddp_example_exits_after_its_last_step(flags):
+    """The example's ranks exit by themselves: a DDP model alive when the process group is
+    destroyed used to deadlock gloo's teardown in about half the runs."""
+    for run in range(EXAMPLE_RUNS):
+        status, output = _run_example(*flags)
+        outcome = "hung" if status is None else f"exited with {status}"
+        assert status == 0, f"run {run + 1} {outcome}:\n{output[-4000:]}"
