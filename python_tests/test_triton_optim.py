@@ -75,6 +75,8 @@ def _assert_same(a: tuple[nn.Module, Any], b: tuple[nn.Module, Any]) -> None:
     for key, value in state_b["sharpness_aware"].items():
         if key == "probs":
             torch.testing.assert_close(wrapper_a[key], value, rtol=1e-5, atol=1e-6)
+        elif isinstance(value, str):
+            assert wrapper_a[key] == value, key
         elif key != "generator":  # each backend draws its own random stream
             assert torch.equal(torch.as_tensor(wrapper_a[key]), torch.as_tensor(value)), key
 
