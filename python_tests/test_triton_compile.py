@@ -69,19 +69,23 @@ def _cases() -> list[tuple[object, dict[str, str], dict[str, object]]]:
             {"partials": "*fp32", "table": "*i64", "stride": "i32", "out": "*fp32"},
             {"NUM_ROLES": 1, "BLOCK": 128},
         ),
-        (
-            bandit._bandit_kernel,
-            {
-                "probs": "*fp32",
-                "active_idx": "*i64",
-                "active_norms": "*fp32",
-                "out": "*fp32",
-                "num_arms": "i32",
-                "num_active": "i32",
-                "budget": "fp32",
-                "lr": "fp32",
-            },
-            {"PROB_FLOOR": 1e-8, "SUM_FLOOR": 1e-5, "BLOCK": 4096},
+        *(
+            (
+                bandit._bandit_kernel,
+                {
+                    "probs": "*fp32",
+                    "active_idx": "*i64",
+                    "active_norms": "*fp32",
+                    "out": "*fp32",
+                    "num_arms": "i32",
+                    "num_active": "i32",
+                    "budget": "fp32",
+                    "lr": "fp32",
+                    "exploration": "fp32",
+                },
+                {"SCALE_FREE": rule, "PROB_FLOOR": 1e-8, "SUM_FLOOR": 1e-5, "BLOCK": 4096},
+            )
+            for rule in (False, True)
         ),
         (
             bandit._sample_kernel,

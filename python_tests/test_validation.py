@@ -37,6 +37,20 @@ def test_bad_arguments(optimizer, kwargs, error, words):
         pytest.param({"sample_ratio": 1.5}, r"sample_ratio must be in \(0, 1\]", id="ratio-1.5"),
         pytest.param({"p_min": 0.0}, r"p_min must be in \(0, 1\]", id="p-min"),
         pytest.param({"bandit_lr": -1.0}, "bandit_lr must be finite and >= 0", id="bandit-lr"),
+        pytest.param({"bandit": "exp3"}, "bandit must be one of 'paper', 'robust'", id="rule"),
+        pytest.param(
+            {"exploration": 0.1}, "exploration applies to bandit='robust' only", id="paper-gamma"
+        ),
+        pytest.param(
+            {"bandit": "robust", "exploration": 1.5},
+            r"exploration must be in \[0, 1\]",
+            id="gamma-1.5",
+        ),
+        pytest.param(
+            {"bandit": "robust", "exploration": -0.1},
+            "exploration must be finite and >= 0",
+            id="gamma-negative",
+        ),
     ],
 )
 def test_bad_slsam_arguments(kwargs, words):

@@ -37,7 +37,8 @@ class OptimConfig:
 
     ``sample_ratio`` is SL-SAM's expected fraction of tensors active and RST's probability of
     a SAM step; ASAM, whose perturbation is scaled by the weights, takes its own radius.
-    ``bandit_lr`` and ``head_always_active`` (the model's fresh head kept out of the bandit,
+    ``bandit`` (the rule, ``"paper"`` or ``"robust"``), ``bandit_lr`` (None: the rule's
+    default) and ``head_always_active`` (the model's fresh head kept out of the bandit,
     updated every step) are SL-SAM's.
     """
 
@@ -49,7 +50,8 @@ class OptimConfig:
     asam_rho: float
     sample_ratio: float
     seed: int
-    bandit_lr: float = 1e-3
+    bandit: str = "paper"
+    bandit_lr: float | None = None
     head_always_active: bool = False
 
 
@@ -102,6 +104,7 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
             base,
             rho=cfg.rho,
             sample_ratio=cfg.sample_ratio,
+            bandit=cfg.bandit,
             bandit_lr=cfg.bandit_lr,
             seed=cfg.seed,
             always_active=fresh_head(model) if cfg.head_always_active else None,

@@ -12,12 +12,14 @@ from slsam_kernels.demo.tasks import TASKS
 class Variant:
     """One column of the comparison: a demo method with its SL-SAM/RST sample ratio.
 
-    ``method`` ``"base"`` stands for the task's base optimizer (SGD or AdamW)."""
+    ``method`` ``"base"`` stands for the task's base optimizer (SGD or AdamW); ``bandit`` and
+    ``bandit_lr`` (None: the rule's default) are SL-SAM's bandit rule and learning rate."""
 
     name: str
     method: str
     sample_ratio: float = 0.5
-    bandit_lr: float = 1e-3
+    bandit: str = "paper"
+    bandit_lr: float | None = None
     head_always_active: bool = False
 
 
@@ -34,6 +36,7 @@ DIAGNOSTIC_VARIANTS = (
     Variant("slsam-0.2-uniform", "slsam", 0.2, bandit_lr=0.0),
     Variant("slsam-0.2-head", "slsam", 0.2, head_always_active=True),
     Variant("slsam-0.5-head", "slsam", 0.5, head_always_active=True),
+    Variant("slsam-0.2-robust", "slsam", 0.2, bandit="robust"),
 )
 VARIANTS: dict[str, Variant] = {v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS)}
 

@@ -155,6 +155,7 @@ def evaluate_setting(
             optim = replace(
                 _optim(spec, base, lr, rho, seed),
                 sample_ratio=variant.sample_ratio,
+                bandit=variant.bandit,
                 bandit_lr=variant.bandit_lr,
                 head_always_active=variant.head_always_active,
             )

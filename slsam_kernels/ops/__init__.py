@@ -13,7 +13,7 @@ import torch
 
 from . import backends
 from .bound import BoundOps, bind
-from .validation import check_lists, check_scales, common_device
+from .validation import bandit_options, check_lists, check_scales, common_device
 
 
 def grad_sqnorms(
@@ -60,13 +60,21 @@ def bandit_update(
     active_norms: torch.Tensor,
     active_idx: torch.Tensor,
     budget: float,
-    lr: float = 1e-3,
+    lr: float | None = None,
     p_min: float = 1e-3,
     *,
+    rule: str = "paper",
+    exploration: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """The SL-SAM bandit update (ALGORITHM.md step 5); returns the new probabilities, on
-    ``probs``' device."""
+    """The SL-SAM bandit update; returns the new probabilities, on ``probs``' device.
+
+    ``rule`` is ``"paper"`` (the paper's update) or ``"robust"`` (scale free, with the
+    exploration mixture ``exploration``), as :mod:`slsam_kernels.reference.bandit` states
+    them; ``lr`` and ``exploration`` left None take the rule's defaults (``lr``: 1e-3 for
+    the paper rule, 0.05 for the robust one; ``exploration``: 0.1, robust rule only).
+    """
+    lr, exploration = bandit_options(rule, lr, exploration)
     if probs.dim() != 1 or active_idx.dim() != 1 or active_norms.shape != active_idx.shape:
         raise ValueError("probs, active_idx and active_norms must be 1-D, one norm per index")
     if active_idx.numel() == 0:
@@ -74,7 +82,9 @@ def bandit_update(
     if not 0 < budget <= probs.numel():
         raise ValueError(f"budget must be in (0, {probs.numel()}], got {budget}")
     bound = bind(backend, probs.device)
-    return bound.bandit_update(probs, active_norms, active_idx, budget, lr, p_min)
+    return bound.bandit_update(
+        probs, active_norms, active_idx, budget, lr, p_min, rule=rule, exploration=exploration
+    )
 
 
 def sample_active(

@@ -20,10 +20,11 @@ class BoundOps:
     optimizer's configuration, returning True; otherwise it changes nothing and returns False.
 
     ``bandit_update`` and ``sample_active`` have the signatures of the reference functions
-    (:mod:`slsam_kernels.reference.bandit`); a backend may provide them (optional: the
-    reference is the default) to keep the SL-SAM probabilities on the device. ``bandit_device``
-    is where the probabilities live for them: the tensors' device when the backend provides
-    its own, else the CPU.
+    (:mod:`slsam_kernels.reference.bandit`; ``rule=`` and ``exploration=`` come checked and
+    resolved by :func:`slsam_kernels.ops.validation.bandit_options`); a backend may provide
+    them (optional: the reference is the default) to keep the SL-SAM probabilities on the
+    device. ``bandit_device`` is where the probabilities live for them: the tensors' device
+    when the backend provides its own, else the CPU.
     """
 
     name: str

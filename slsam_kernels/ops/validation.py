@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+
+from ..reference.bandit import DEFAULT_EXPLORATION, DEFAULT_LR, ROBUST, RULES
 
 
 def common_device(tensors: Sequence[torch.Tensor]) -> torch.device:
@@ -49,3 +53,40 @@ def check_scales(scales: torch.Tensor, count: int, device: torch.device) -> None
         raise ValueError(f"scales must have shape ({count},), got {tuple(scales.shape)}")
     if scales.device != device:
         raise ValueError(f"scales is on {scales.device} but the tensors are on {device}")
+
+
+def bandit_options(
+    rule: Any,
+    lr: Any,
+    exploration: Any,
+    *,
+    names: tuple[str, str, str] = ("rule", "lr", "exploration"),
+) -> tuple[float, float]:
+    """Check a bandit rule and its options; return its ``(lr, exploration)``, with None
+    meaning the rule's default. ``exploration`` belongs to the robust rule (the paper rule
+    runs with 0). ``names`` are the caller's names of the three arguments, for the errors."""
+    rule_name, lr_name, exploration_name = names
+    if rule not in RULES:
+        raise ValueError(f"{rule_name} must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
+    lr = DEFAULT_LR[rule] if lr is None else _nonnegative_float(lr_name, lr)
+    if rule != ROBUST:
+        if exploration is not None:
+            raise ValueError(
+                f"{exploration_name} applies to {rule_name}={ROBUST!r} only; leave it None for "
+                f"{rule_name}={rule!r}"
+            )
+        return lr, 0.0
+    if exploration is None:
+        return lr, DEFAULT_EXPLORATION
+    exploration = _nonnegative_float(exploration_name, exploration)
+    if exploration > 1:
+        raise ValueError(f"{exploration_name} must be in [0, 1], got {exploration}")
+    return lr, exploration
+
+
+def _nonnegative_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from ..ops.validation import bandit_options
 from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
 from .base import SharpnessAwareOptimizer, _Perturbation
-from .checks import check_nonnegative_finite, check_seed, check_unit_interval
+from .checks import check_seed, check_unit_interval
 from .rng import check_generator_state, make_generator
 
 
@@ -25,12 +26,32 @@ class SLSAM(SharpnessAwareOptimizer):
     updates the keep-probabilities from the first-pass gradient norms and the next active set
     is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave the same.
 
+    The bandit's rule (``bandit=``), over the active arms ``A`` with ``q_i = (n_i / p_i)^2``
+    (first-pass gradient norm ``n_i``, probability ``p_i``):
+
+    * ``"paper"`` (default, the paper's): loss ``l_i = max_A q - q_i``,
+      ``v_i = p_i exp(-alpha l_i / p_i)`` (inactive arms keep ``p_i``), the capped projection
+      onto ``sum = B``, the clip to ``[1e-8, 1]``. The loss has the units of the squared
+      gradients: how fast the probabilities move depends on the scale of the loss (large
+      gradients pin them to the floor or 1 within a few steps, small ones never move them).
+    * ``"robust"``: scale free, EXP3 with a loss in ``[0, 1]``: ``l_i = 1 - q_i / max_A q``
+      (0 if every ``q_i`` is 0), the same ``v_i`` with ``eta`` for ``alpha``, the same
+      projection, then the exploration mixture ``p = (1 - gamma) proj + gamma s``, which keeps
+      ``sum(p) = B`` and every ``p_i`` in ``[gamma s, 1]``, then the same clip. Multiplying
+      every gradient (e.g. the loss) by a constant leaves the probabilities unchanged.
+      Dividing by ``max_A q`` rather than by the range ``max_A q - min_A q`` keeps nearly
+      equal arms nearly equal instead of stretching rounding-level differences to the whole
+      of ``[0, 1]``; it is the paper's loss under the per-step learning rate
+      ``eta / max_A q``. Not in the paper.
+
     Args:
         params, base_optimizer, rho, adaptive, backend, max_grad_norm, ascent, **base_kwargs:
             as for :class:`SAM`.
         sample_ratio: ``s``, the expected fraction of arms active (budget ``B = s * N``).
-        bandit_lr: the bandit learning rate ``alpha``.
-        p_min: the probability floor in the bandit's reward.
+        bandit_lr: the bandit learning rate: the paper rule's ``alpha`` (default 1e-3, in the
+            units of 1 / squared gradient norm), the robust rule's dimensionless EXP3 ``eta``
+            (default 0.05). None takes the rule's default.
+        p_min: the probability floor in the paper rule's reward (it cancels out of the update).
         seed: seeds the draws; None draws a fresh seed.
         arms: None (one arm per tensor, as in the paper) or a list of arms, each a module,
             a tensor or a list of tensors, together covering every trainable tensor exactly
@@ -45,6 +66,10 @@ class SLSAM(SharpnessAwareOptimizer):
             initialised (None: all of them). Every draw is broadcast from its first rank, so
             the ranks cannot diverge; with ``ascent="per_rank"`` the bandit sees the
             first-pass squared norms averaged over the ranks.
+        bandit: the update rule, ``"paper"`` or ``"robust"`` (above). A checkpoint records it
+            and loads only into an SLSAM with the same rule.
+        exploration: the robust rule's ``gamma`` in ``[0, 1]``: every probability stays at
+            least ``gamma * sample_ratio``. None takes 0.1; the paper rule takes none.
     """
 
     def __init__(
@@ -53,7 +78,7 @@ class SLSAM(SharpnessAwareOptimizer):
         base_optimizer: type[torch.optim.Optimizer],
         rho: float = 0.05,
         sample_ratio: float = 0.5,
-        bandit_lr: float = 1e-3,
+        bandit_lr: float | None = None,
         p_min: float = 1e-3,
         adaptive: bool = False,
         seed: int | None = None,
@@ -63,10 +88,14 @@ class SLSAM(SharpnessAwareOptimizer):
         always_active: ArmSpec | Sequence[ArmSpec] | None = None,
         ascent: str = "global",
         process_group: Any = None,
+        bandit: str = "paper",
+        exploration: float | None = None,
         **base_kwargs: Any,
     ) -> None:
         check_unit_interval("sample_ratio", sample_ratio, include_zero=False)
-        check_nonnegative_finite("bandit_lr", bandit_lr)
+        bandit_lr, exploration = bandit_options(
+            bandit, bandit_lr, exploration, names=("bandit", "bandit_lr", "exploration")
+        )
         check_unit_interval("p_min", p_min, include_zero=False)
         check_seed(seed)
         super().__init__(
@@ -81,7 +110,9 @@ class SLSAM(SharpnessAwareOptimizer):
             **base_kwargs,
         )
         self.sample_ratio = float(sample_ratio)
-        self.bandit_lr = float(bandit_lr)
+        self.bandit = bandit
+        self.bandit_lr = bandit_lr
+        self.exploration = exploration
         self.p_min = float(p_min)
         trainable = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         self._always_active = resolve_always_active(always_active, trainable)
@@ -218,10 +249,13 @@ class SLSAM(SharpnessAwareOptimizer):
             self.budget,
             self.bandit_lr,
             self.p_min,
+            rule=self.bandit,
+            exploration=self.exploration,
         )
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {
+            "bandit": self.bandit,
             "probs": self._probs.to("cpu", copy=True),
             "active_mask": self._active_mask.clone(),
             "generator": self._generator.get_state(),
@@ -232,6 +266,14 @@ class SLSAM(SharpnessAwareOptimizer):
         if not isinstance(probs, torch.Tensor) or probs.shape != (self.num_arms,):
             raise ValueError(
                 f"this state dict is not from an SLSAM over the same {self.num_arms} arms"
+            )
+        # checkpoints from before the rule was recorded were all made with the paper rule
+        rule = wrapper_state.get("bandit", "paper")
+        if rule != self.bandit:
+            raise ValueError(
+                f"this state dict is from an SLSAM with bandit={rule!r}, this one has "
+                f"bandit={self.bandit!r}: its probabilities follow another rule; build the "
+                f"SLSAM with bandit={rule!r} to resume it"
             )
         self._checked_mask(wrapper_state.get("active_mask"))
         check_generator_state(wrapper_state.get("generator"), "SLSAM")

@@ -1,5 +1,6 @@
-"""The SL-SAM bandit on the device: the EXP3-style update with the capped projection in one
-single-program launch, and the draw of the next active set in another; only the mask
+"""The SL-SAM bandit on the device: the EXP3-style update (either rule of
+:mod:`slsam_kernels.reference.bandit`) with the capped projection and the exploration mixture
+in one single-program launch, and the draw of the next active set in another; only the mask
 reaches the host."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import triton
 import triton.language as tl
 
 from .. import reference
-from ..reference.bandit import PROB_FLOOR, SUFFIX_SUM_FLOOR
+from ..reference.bandit import DEFAULT_LR, PAPER, PROB_FLOOR, ROBUST, SUFFIX_SUM_FLOOR
 
 # One program holds every arm in registers; past this the host reference is used.
 MAX_ARMS = 16384
@@ -29,6 +30,8 @@ def _bandit_kernel(
     num_active,
     budget,
     lr,
+    exploration,
+    SCALE_FREE: tl.constexpr,
     PROB_FLOOR: tl.constexpr,
     SUM_FLOOR: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -42,10 +45,17 @@ def _bandit_kernel(
     idx = tl.load(active_idx + arm, mask=is_active, other=0)
     p = tl.load(probs + idx, mask=is_active, other=1.0)
     ratio = tl.load(active_norms + arm, mask=is_active, other=0.0) / p
-    # l_i = max_j (n_j/p_j)^2 - (n_i/p_i)^2: the (L/p_min)^2 terms of r_i - min_j r_j cancel
-    # exactly, and keeping them (up to 1e6 times larger) would cost all fp32 digits of l_i
-    ratio_sq = ratio * ratio
-    loss = tl.max(ratio_sq, axis=0) - ratio_sq
+    if SCALE_FREE:
+        # l_i = 1 - q_i / max q on the ratios themselves: q = ratio^2 could overflow fp32
+        top = tl.max(ratio, axis=0)
+        relative = ratio / tl.where(top > 0, top, 1.0)
+        loss = tl.where(top > 0, 1.0 - relative * relative, 0.0)
+    else:
+        # l_i = max_j (n_j/p_j)^2 - (n_i/p_i)^2: the (L/p_min)^2 terms of r_i - min_j r_j
+        # cancel exactly, and keeping them (up to 1e6 times larger) would cost all fp32
+        # digits of l_i
+        ratio_sq = ratio * ratio
+        loss = tl.max(ratio_sq, axis=0) - ratio_sq
     tl.store(out + idx, p * tl.exp(-lr * loss / p), mask=is_active)
     tl.debug_barrier()
     v = tl.load(out + arm, mask=in_range, other=float("inf"))
@@ -64,6 +74,7 @@ def _bandit_kernel(
     ratio_at_stop = tl.sum(tl.where(at_stop, remaining / suffix, 0.0), axis=0)
     capped = (stop < 0) | (v > threshold)
     new_p = tl.where(capped, 1.0, v * ratio_at_stop)
+    new_p = (1.0 - exploration) * new_p + exploration * (budget / num_arms)
     new_p = tl.minimum(tl.maximum(new_p, PROB_FLOOR), 1.0)
     tl.store(out + arm, new_p, mask=in_range)
 
@@ -83,15 +94,20 @@ def bandit_update(
     active_norms: torch.Tensor,
     active_idx: torch.Tensor,
     budget: float,
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR[PAPER],
     p_min: float = 1e-3,
+    *,
+    rule: str = PAPER,
+    exploration: float = 0.0,
 ) -> torch.Tensor:
     """The updated keep-probabilities (fp32, on ``probs``' device), as
     :func:`slsam_kernels.reference.bandit_update` computes them, in fp32 on the device.
     ``p_min`` cancels out of the update (see the kernel). Above ``MAX_ARMS`` arms the
     reference runs instead."""
     if probs.numel() > MAX_ARMS:
-        return reference.bandit_update(probs, active_norms, active_idx, budget, lr, p_min)
+        return reference.bandit_update(
+            probs, active_norms, active_idx, budget, lr, p_min, rule=rule, exploration=exploration
+        )
     device = probs.device
     probs = probs.to(torch.float32).contiguous()
     idx = active_idx.to(device, torch.int64).contiguous()
@@ -107,6 +123,8 @@ def bandit_update(
         idx.numel(),
         float(budget),
         float(lr),
+        float(exploration),
+        SCALE_FREE=rule == ROBUST,
         PROB_FLOOR=PROB_FLOOR,
         SUM_FLOOR=SUFFIX_SUM_FLOOR,
         BLOCK=block,
