@@ -13,7 +13,14 @@ import torch
 
 from . import backends
 from .bound import BoundOps, bind
-from .validation import bandit_options, check_lists, check_scales, common_device
+from .validation import (
+    bandit_options,
+    check_bandit_inputs,
+    check_lists,
+    check_probabilities,
+    check_scales,
+    common_device,
+)
 
 
 def grad_sqnorms(
@@ -75,12 +82,7 @@ def bandit_update(
     the paper rule, 0.05 for the robust one; ``exploration``: 0.1, robust rule only).
     """
     lr, exploration = bandit_options(rule, lr, exploration)
-    if probs.dim() != 1 or active_idx.dim() != 1 or active_norms.shape != active_idx.shape:
-        raise ValueError("probs, active_idx and active_norms must be 1-D, one norm per index")
-    if active_idx.numel() == 0:
-        raise ValueError("active_idx is empty: the bandit needs at least one active arm")
-    if not 0 < budget <= probs.numel():
-        raise ValueError(f"budget must be in (0, {probs.numel()}], got {budget}")
+    check_bandit_inputs(probs, active_norms, active_idx, budget)
     bound = bind(backend, probs.device)
     return bound.bandit_update(
         probs, active_norms, active_idx, budget, lr, p_min, rule=rule, exploration=exploration
@@ -93,8 +95,7 @@ def sample_active(
     """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU.
     Each backend has its own random stream; the reference draws ``torch.rand`` from
     ``generator``."""
-    if probs.dim() != 1 or probs.numel() == 0:
-        raise ValueError("probs must be a non-empty 1-D tensor")
+    check_probabilities(probs)
     return bind(backend, probs.device).sample_active(probs, generator)
 
 

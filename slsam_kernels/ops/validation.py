@@ -90,3 +90,45 @@ def _nonnegative_float(name: str, value: Any) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
     return float(value)
+
+
+def check_probabilities(probs: Any) -> None:
+    """Keep-probabilities: a non-empty 1-D floating-point tensor, finite, in [0, 1], at least
+    one above 0 (else no draw can ever select an arm)."""
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
+        raise TypeError("probs must be a floating-point tensor")
+    if probs.dim() != 1 or probs.numel() == 0:
+        raise ValueError("probs must be a non-empty 1-D tensor")
+    p = probs.detach()
+    if not bool((torch.isfinite(p) & (p >= 0) & (p <= 1)).all()):
+        raise ValueError(
+            "probs must be finite and in [0, 1]: got NaN, inf or an out-of-range value"
+        )
+    if not bool((p > 0).any()):
+        raise ValueError("every probability is 0: no draw can select an arm")
+
+
+def check_bandit_inputs(probs: Any, active_norms: Any, active_idx: Any, budget: Any) -> None:
+    """The bandit update's inputs: valid probabilities, one finite norm >= 0 per active arm,
+    active indices in range and distinct, a budget in (0, number of arms]."""
+    check_probabilities(probs)
+    for name, t in (("active_norms", active_norms), ("active_idx", active_idx)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor")
+    if active_idx.dim() != 1 or active_norms.shape != active_idx.shape:
+        raise ValueError("active_idx and active_norms must be 1-D, one norm per index")
+    if active_idx.numel() == 0:
+        raise ValueError("active_idx is empty: the bandit needs at least one active arm")
+    if active_idx.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"active_idx must be an integer tensor, got {active_idx.dtype}")
+    n = probs.numel()
+    idx = active_idx.detach().cpu()
+    if bool(((idx < 0) | (idx >= n)).any()):
+        raise ValueError(f"active_idx must lie in [0, {n}), one index per arm of probs")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError("active_idx lists an arm twice: pass each active arm once")
+    norms = active_norms.detach()
+    if not bool((torch.isfinite(norms) & (norms >= 0)).all()):
+        raise ValueError("active_norms must be finite and >= 0: got NaN, inf or a negative norm")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= n:
+        raise ValueError(f"budget must be a number in (0, {n}], got {budget!r}")

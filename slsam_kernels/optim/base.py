@@ -13,8 +13,10 @@ import torch
 from .. import ops
 from . import distributed
 from .backup import BackupArena
+from .checkpoint import check_state_dict
 from .checks import (
     check_base_optimizer,
+    check_dense_grads,
     check_max_grad_norm,
     check_nonnegative_finite,
     check_scaler,
@@ -138,6 +140,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             raise ValueError(
                 "no parameter has a gradient: call loss.backward() before first_step()"
             )
+        check_dense_grads([p for p, _ in pairs])
         if scaler is not None:
             scaler.unscale_(self)
         params = [p for p, _ in pairs]
@@ -273,6 +276,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         try:
             with torch.enable_grad():
                 loss = closure()
+            if all(p.grad is None for p in self._perturbation.params):
+                raise RuntimeError(
+                    "the closure left every gradient empty: it must recompute the loss and "
+                    "call loss.backward() (the step was undone, the weights are as before)"
+                )
         except BaseException:
             self._restore()
             raise
@@ -287,21 +295,41 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a dict made by :meth:`state_dict` (or a plain base optimizer state dict)."""
+        """Load a dict made by :meth:`state_dict`, or a plain base-optimizer state dict (then
+        only the base optimizer's state is loaded; this wrapper's own, such as SL-SAM's
+        probabilities, stays as it is).
+
+        Everything is checked before anything is loaded (types, keys, group sizes, the
+        shapes of per-element state, the wrapper's own state): a refused checkpoint raises a
+        ``TypeError``/``ValueError`` naming the problem and changes nothing."""
         if self._perturbation is not None:
             raise RuntimeError("load_state_dict() between first_step() and second_step()")
-        wrapper_state = state_dict.get(WRAPPER_STATE_KEY, {})
-        self._check_wrapper_state(wrapper_state)
+        check_state_dict(state_dict, self.param_groups)
+        wrapper_state = state_dict.get(WRAPPER_STATE_KEY)
+        if wrapper_state is not None:
+            if not isinstance(wrapper_state, dict):
+                raise ValueError(f"the state dict's {WRAPPER_STATE_KEY!r} entry must be a dict")
+            self._check_wrapper_state(wrapper_state)
         base_state = {k: v for k, v in state_dict.items() if k != WRAPPER_STATE_KEY}
-        self.base_optimizer.load_state_dict(base_state)
-        self._share_base_state()
-        self._load_wrapper_state(wrapper_state)
+        before = self.base_optimizer.state_dict()
+        try:
+            self.base_optimizer.load_state_dict(base_state)
+            self._share_base_state()
+            if wrapper_state is not None:
+                self._load_wrapper_state(wrapper_state)
+        except BaseException:
+            # Not reached by any checkpoint the checks above let through; kept so that a
+            # failure inside torch cannot leave half a checkpoint loaded.
+            self.base_optimizer.load_state_dict(before)
+            self._share_base_state()
+            raise
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {}
 
     def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        """Hook for subclasses: reject a foreign state before anything is loaded."""
+        """Hook for subclasses: reject a foreign or corrupt state before anything is
+        loaded."""
 
     def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
         """Hook for subclasses."""

@@ -40,6 +40,18 @@ def check_max_grad_norm(value: Any) -> None:
         raise ValueError("max_grad_norm must be > 0; pass None to turn clipping off")
 
 
+def check_dense_grads(params: list[torch.Tensor]) -> None:
+    """Sparse gradients (``nn.Embedding(sparse=True)``) are refused, before anything changes,
+    on every backend alike."""
+    for i, p in enumerate(params):
+        if p.grad is not None and p.grad.layout != torch.strided:
+            raise TypeError(
+                f"parameter {i} with a gradient has a {p.grad.layout} gradient: SAM's ascent "
+                "needs dense gradients; build the layer dense, e.g. nn.Embedding(..., "
+                "sparse=False)"
+            )
+
+
 def check_scaler(scaler: Any) -> None:
     """``scaler`` must be None or a ``torch.amp.GradScaler``."""
     if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
@@ -57,10 +69,19 @@ def check_unit_interval(name: str, value: Any, *, include_zero: bool) -> None:
         raise ValueError(f"{name} must be in {interval}, got {value}")
 
 
+#: The seeds torch.Generator.manual_seed takes.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
 def check_seed(seed: Any) -> None:
-    """``seed`` must be None or an int."""
+    """``seed`` must be None or an int that ``torch.Generator.manual_seed`` takes."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(
+            f"seed must be in [-2**63, 2**64 - 1] (torch.Generator's range), got {seed}; "
+            "reduce it, e.g. seed % 2**63"
+        )
 
 
 def param_groups_of(params: Any) -> list[dict[str, Any]]:
@@ -77,6 +98,8 @@ def param_groups_of(params: Any) -> list[dict[str, Any]]:
     tensors = [p for g in groups for p in g["params"]]
     if not tensors:
         raise ValueError("params holds no tensors: pass model.parameters() or param groups")
+    _check_each_tensor_once(groups)
+    _check_tensor_kinds(groups)
     devices = {p.device for p in tensors}
     if len(devices) > 1:
         names = ", ".join(sorted(str(d) for d in devices))
@@ -85,6 +108,45 @@ def param_groups_of(params: Any) -> list[dict[str, Any]]:
             "or move the model with model.to(device) first"
         )
     return groups
+
+
+def _positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
+    """``("parameter j of group i", tensor)`` for every tensor, in param-group order."""
+    return [
+        (f"parameter {j} of group {i}", p)
+        for i, g in enumerate(groups)
+        for j, p in enumerate(g["params"])
+    ]
+
+
+def _check_each_tensor_once(groups: list[dict[str, Any]]) -> None:
+    """A tensor listed twice would be perturbed (and stepped) twice."""
+    first_seen: dict[int, str] = {}
+    for where, p in _positions(groups):
+        if id(p) in first_seen:
+            raise ValueError(
+                f"{where} is the same tensor as {first_seen[id(p)]}: list each tensor once "
+                "(model.parameters() yields a shared or tied weight once)"
+            )
+        first_seen[id(p)] = where
+
+
+def _check_tensor_kinds(groups: list[dict[str, Any]]) -> None:
+    """Dense, real floating-point tensors only, the same rule for every backend."""
+    for where, p in _positions(groups):
+        if p.is_complex():
+            raise TypeError(
+                f"{where} is complex ({p.dtype}): the sharpness-aware optimizers take real "
+                "tensors; store it as a real parameter (torch.view_as_real) and form the "
+                "complex tensor in forward (torch.view_as_complex)"
+            )
+        if p.layout != torch.strided:
+            raise TypeError(
+                f"{where} has layout {p.layout}: the sharpness-aware optimizers take dense "
+                "parameters"
+            )
+        if not p.is_floating_point():
+            raise TypeError(f"{where} has dtype {p.dtype}: parameters must be floating point")
 
 
 def _tensor_list(params: Any) -> list[torch.Tensor]:

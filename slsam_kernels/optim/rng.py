@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 
@@ -16,11 +14,3 @@ def make_generator(seed: int | None) -> torch.Generator:
     else:
         generator.manual_seed(seed)
     return generator
-
-
-def check_generator_state(state: Any, owner: str) -> None:
-    """A generator state must be a uint8 CPU tensor, as ``Generator.get_state()`` returns."""
-    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
-        raise ValueError(
-            f"{owner} state dict has no valid generator state; was it saved by {owner}?"
-        )

@@ -9,8 +9,9 @@ import torch
 
 from . import distributed
 from .base import SharpnessAwareOptimizer
-from .checks import check_scaler, check_seed, check_unit_interval
-from .rng import check_generator_state, make_generator
+from .checkpoint import check_generator_state
+from .checks import check_dense_grads, check_scaler, check_seed, check_unit_interval
+from .rng import make_generator
 
 
 class RST(SharpnessAwareOptimizer):
@@ -74,28 +75,40 @@ class RST(SharpnessAwareOptimizer):
             return super().step(closure)
         check_scaler(scaler)
         sam_prob = self._current_sam_prob()
+        # A step that fails leaves the coin where it was, so a retry flips the same coin.
+        generator_before = self._generator.get_state()
         coin = torch.rand((), dtype=torch.float64, generator=self._generator).item()
-        self.last_step_was_sam = coin < sam_prob
-        if self.last_step_was_sam:
-            loss = self._sam_step(closure, scaler)
-        else:
-            loss = None
-            with torch.no_grad():
-                if scaler is not None:
-                    scaler.unscale_(self)
-                if self._prepare_descent():
-                    self.base_optimizer.step()
+        try:
+            sam_step = coin < sam_prob
+            loss = self._sam_step(closure, scaler) if sam_step else self._base_step(scaler)
+        except BaseException:
+            self._generator.set_state(generator_before)
+            raise
+        self.last_step_was_sam = sam_step
         self.step_index += 1
         return loss
+
+    @torch.no_grad()
+    def _base_step(self, scaler: torch.amp.GradScaler | None) -> None:
+        """The plain step: the base optimizer with the gradient at w (clipped, if asked)."""
+        check_dense_grads([p for g in self.param_groups for p in g["params"]])
+        if scaler is not None:
+            scaler.unscale_(self)
+        if self._prepare_descent():
+            self.base_optimizer.step()
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {"step_index": self.step_index, "generator": self._generator.get_state()}
 
     def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        if wrapper_state:
-            check_generator_state(wrapper_state.get("generator"), "RST")
+        step_index = wrapper_state.get("step_index")
+        if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
+            raise ValueError(
+                f"RST state dict needs an int step_index >= 0, got {step_index!r}; was it "
+                "saved by RST?"
+            )
+        check_generator_state(wrapper_state.get("generator"), "RST")
 
     def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        if wrapper_state:
-            self.step_index = int(wrapper_state["step_index"])
-            self._generator.set_state(wrapper_state["generator"])
+        self.step_index = wrapper_state["step_index"]
+        self._generator.set_state(wrapper_state["generator"])

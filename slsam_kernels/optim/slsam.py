@@ -11,8 +11,9 @@ from ..ops.validation import bandit_options
 from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
 from .base import SharpnessAwareOptimizer, _Perturbation
+from .checkpoint import check_generator_state, check_probabilities
 from .checks import check_seed, check_unit_interval
-from .rng import check_generator_state, make_generator
+from .rng import make_generator
 
 
 class SLSAM(SharpnessAwareOptimizer):
@@ -262,11 +263,7 @@ class SLSAM(SharpnessAwareOptimizer):
         }
 
     def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        probs = wrapper_state.get("probs")
-        if not isinstance(probs, torch.Tensor) or probs.shape != (self.num_arms,):
-            raise ValueError(
-                f"this state dict is not from an SLSAM over the same {self.num_arms} arms"
-            )
+        check_probabilities(wrapper_state.get("probs"), self.num_arms, self.budget)
         # checkpoints from before the rule was recorded were all made with the paper rule
         rule = wrapper_state.get("bandit", "paper")
         if rule != self.bandit:

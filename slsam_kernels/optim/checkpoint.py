@@ -1,0 +1,108 @@
+"""Checks of a checkpoint against the optimizer that loads it, all made before anything is
+loaded, so a refused checkpoint changes nothing. Each error names what is wrong and the fix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+#: Per-element buffers of torch's own optimizers: each has its parameter's shape.
+ELEMENTWISE_STATE = (
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "momentum_buffer",
+    "square_avg",
+    "grad_avg",
+    "acc_delta",
+    "sum",
+    "ax",
+    "prev",
+    "exp_inf",
+)
+
+
+def check_state_dict(state_dict: Any, param_groups: list[dict[str, Any]]) -> None:
+    """``state_dict``'s base-optimizer part fits ``param_groups``: a dict with ``state`` and
+    ``param_groups``, as many groups and tensors per group, and per-element state of each
+    tensor's shape."""
+    if not isinstance(state_dict, Mapping):
+        what = type(state_dict).__name__
+        raise TypeError(
+            f"load_state_dict takes the dict that state_dict() returned, got a {what}; "
+            "for a file, pass torch.load(path)"
+        )
+    for key, kind in (("state", Mapping), ("param_groups", list)):
+        if not isinstance(state_dict.get(key), kind):
+            raise ValueError(
+                f"the state dict has no valid {key!r} entry ({kind.__name__}): pass what "
+                "state_dict() returned"
+            )
+    saved_groups = state_dict["param_groups"]
+    if len(saved_groups) != len(param_groups):
+        raise ValueError(
+            f"the state dict has {len(saved_groups)} param groups, this optimizer "
+            f"{len(param_groups)}: build the optimizer over the param groups it was saved with"
+        )
+    owner: dict[Any, tuple[str, torch.Tensor]] = {}
+    for i, (saved, ours) in enumerate(zip(saved_groups, param_groups, strict=True)):
+        ids = saved.get("params") if isinstance(saved, Mapping) else None
+        if not isinstance(ids, list) or len(ids) != len(ours["params"]):
+            count = len(ids) if isinstance(ids, list) else "no"
+            raise ValueError(
+                f"param group {i} of the state dict lists {count} tensors, this optimizer's "
+                f"{len(ours['params'])}: the checkpoint is from another model"
+            )
+        for j, (saved_id, p) in enumerate(zip(ids, ours["params"], strict=True)):
+            owner[saved_id] = (f"parameter {j} of group {i}", p)
+    for key, buffers in state_dict["state"].items():
+        if key not in owner:
+            raise ValueError(f"state entry {key!r} belongs to no tensor of the param groups")
+        if not isinstance(buffers, Mapping):
+            raise ValueError(f"state entry {key!r} must be a dict of buffers")
+        where, p = owner[key]
+        for name in ELEMENTWISE_STATE:
+            value = buffers.get(name)
+            if isinstance(value, torch.Tensor) and value.shape != p.shape:
+                raise ValueError(
+                    f"state[{key!r}][{name!r}] has shape {tuple(value.shape)}, but {where} has "
+                    f"shape {tuple(p.shape)}: the checkpoint is from another model"
+                )
+
+
+def check_generator_state(state: Any, owner: str) -> None:
+    """A generator state that ``torch.Generator.set_state`` takes (tried on a scratch
+    generator)."""
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
+        raise ValueError(
+            f"{owner} state dict has no valid generator state; was it saved by {owner}?"
+        )
+    try:
+        torch.Generator().set_state(state)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"{owner} state dict holds a corrupt generator state ({exc}); was it saved by {owner}?"
+        ) from None
+
+
+def check_probabilities(probs: Any, num_arms: int, budget: float) -> None:
+    """SL-SAM's keep-probabilities: one per arm, finite, in [0, 1], summing to the budget."""
+    if not isinstance(probs, torch.Tensor) or probs.shape != (num_arms,):
+        raise ValueError(f"this state dict is not from an SLSAM over the same {num_arms} arms")
+    if not probs.is_floating_point():
+        raise ValueError(f"the bandit probabilities must be floating point, got {probs.dtype}")
+    p = probs.detach().to("cpu", torch.float64)
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or bool((p > 1).any()):
+        raise ValueError(
+            "the bandit probabilities must be finite and in [0, 1]: the checkpoint is corrupt"
+        )
+    total = float(p.sum())
+    if not math.isclose(total, budget, rel_tol=1e-4, abs_tol=1e-4):
+        raise ValueError(
+            f"the bandit probabilities sum to {total:.6g}, but this SLSAM's budget "
+            f"sample_ratio * arms is {budget:.6g}: build it with the sample_ratio it was "
+            "saved with"
+        )
