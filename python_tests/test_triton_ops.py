@@ -182,6 +182,7 @@ ALLOWED_CONSTEXPRS = {
     "NUM_ROLES",
     "PROB_FLOOR",
     "SUM_FLOOR",
+    "SCALE_FREE",  # the bandit rule: two variants, chosen once per optimizer
 }
 
 

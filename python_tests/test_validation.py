@@ -153,7 +153,7 @@ def test_foreign_state_dict_is_rejected_before_loading():
     model = make_model()
     opt = SLSAM(model.parameters(), torch.optim.AdamW, lr=1e-2, seed=0)
     other = SLSAM(list(make_model().parameters())[:3], torch.optim.AdamW, lr=5.0, seed=0)
-    with pytest.raises(ValueError, match="lists .* tensors, this optimizer.s 3"):
+    with pytest.raises(ValueError, match=r"lists .* tensors, this optimizer.s 3"):
         other.load_state_dict(opt.state_dict())
     assert other.param_groups[0]["lr"] == 5.0
 
