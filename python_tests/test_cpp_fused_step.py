@@ -1,8 +1,8 @@
-"""The extension's fused restore + step against torch's own AdamW / Adam / SGD step."""
+"""The extension's fused restore + step against torch's own AdamW / Adam / SGD step, per dtype
+and around the CPU loops' block sizes (which cases it takes: test_fused_step_contract.py)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple
 
 import pytest
@@ -15,6 +15,8 @@ from oracle_testing import (
 )
 
 from slsam_kernels.extension.fused_step import fused_restore_step
+from slsam_kernels.extension.loader import C
+from slsam_kernels.ops.fused_plan import ADAM_COLUMNS, SGD_COLUMNS
 
 pytestmark = requires_extension
 
@@ -118,79 +120,5 @@ def test_state_dict_hands_over_to_torch_mid_run(optimizer_class, options):
     assert_bounded_by_torchs(runs._replace(fused_opt=handed_over))
 
 
-def test_tensors_without_grad_are_restored_and_not_stepped():
-    gen, _ = fresh_generator()
-    params = randn([10, 20, 30], [torch.float32], gen)
-    opt = torch.optim.AdamW(params, lr=0.1)
-    backups = [p.clone() for p in params]
-    params[0].grad = torch.randn(10, generator=gen)
-    for p in params:
-        p.add_(1.0)
-    assert fused_restore_step(opt, params, backups)
-    assert not torch.equal(params[0], backups[0])
-    assert torch.equal(params[1], backups[1]) and torch.equal(params[2], backups[2])
-    assert list(opt.state) == [params[0]]
-
-
-def _hooked(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    opt.register_step_post_hook(lambda *args: None)
-    return opt
-
-
-def _patched(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    opt.step = opt.step  # an instance-level wrapper, as some schedulers install
-    return opt
-
-
-UNSUPPORTED = [
-    pytest.param(lambda ps: torch.optim.AdamW(ps, amsgrad=True), id="amsgrad"),
-    pytest.param(lambda ps: torch.optim.AdamW(ps, maximize=True), id="adamw-maximize"),
-    pytest.param(lambda ps: torch.optim.SGD(ps, lr=0.1, maximize=True), id="sgd-maximize"),
-    pytest.param(lambda ps: torch.optim.AdamW(ps, differentiable=True), id="differentiable"),
-    pytest.param(lambda ps: torch.optim.AdamW(ps, fused=True), id="torch-fused"),
-    pytest.param(lambda ps: torch.optim.AdamW(ps, lr=torch.tensor(1e-3)), id="tensor-lr"),
-    pytest.param(lambda ps: torch.optim.RMSprop(ps), id="rmsprop"),
-    pytest.param(lambda ps: _hooked(torch.optim.AdamW(ps)), id="step-hook"),
-    pytest.param(lambda ps: _patched(torch.optim.SGD(ps, lr=0.1)), id="patched-step"),
-]
-
-
-@pytest.mark.parametrize("make_optimizer", UNSUPPORTED)
-def test_unsupported_configurations_return_false_and_change_nothing(make_optimizer):
-    gen, _ = fresh_generator()
-    params = randn([17, 65537], [torch.float32], gen)
-    opt = make_optimizer(params)
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen)
-    opt.step()  # some state exists already
-    before_params = [p.clone() for p in params]
-    before_state = copy.deepcopy(opt.state_dict())
-    backups = [p.clone() * 2 for p in params]
-    assert not fused_restore_step(opt, params, backups)
-    for p, q in zip(params, before_params, strict=True):
-        assert torch.equal(p, q)
-    after = opt.state_dict()
-    assert after["param_groups"] == before_state["param_groups"]
-    for index, state in before_state["state"].items():
-        for key, value in state.items():
-            assert torch.equal(torch.as_tensor(after["state"][index][key]), torch.as_tensor(value))
-
-
-def test_a_stepped_tensor_without_backup_returns_false():
-    gen, _ = fresh_generator()
-    params = randn([5, 6], [torch.float32], gen)
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen)
-    before = [p.clone() for p in params]
-    assert not fused_restore_step(opt, params[:1], [params[0].clone()])
-    assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
-    assert not opt.state
-
-
-def test_float64_params_return_false():
-    params = [torch.randn(5, dtype=torch.float64)]
-    params[0].grad = torch.randn(5, dtype=torch.float64)
-    opt = torch.optim.AdamW(params)
-    assert not fused_restore_step(opt, params, [params[0].clone()])
-    assert not opt.state
+def test_coefficient_columns_match_the_kernels_structs():
+    assert (C.adam_scalar_count, C.sgd_scalar_count) == (len(ADAM_COLUMNS), len(SGD_COLUMNS))

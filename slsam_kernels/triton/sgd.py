@@ -1,20 +1,16 @@
 """Fused restore + ``torch.optim.SGD`` step, mirroring torch's single-tensor SGD: weight decay,
 momentum with dampening (the first step copies the gradient into a new buffer), nesterov,
-computed in fp32 and rounded once."""
+with the per-tensor coefficients of :mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and
+rounded once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import torch
 import triton
 import triton.language as tl
 
-from ..ops.fusable import plain_numbers
+from ..ops.fused_plan import SGD_COLUMNS, FusedPlan
 from . import _tables
 from ._cast import round_to
-from ._optim_state import like_param
 from ._tables import position, tensor_ptr, work_item
 
 
@@ -72,9 +68,9 @@ def _sgd_kernel(
     weight_decay = tl.load(c)
     momentum = tl.load(c + 1)
     one_minus_dampening = tl.load(c + 2)
-    nesterov = tl.load(c + 3) != 0
-    first_step = tl.load(c + 4) != 0
-    neg_lr = tl.load(c + 5)
+    neg_lr = tl.load(c + 3)
+    nesterov = tl.load(c + 4) != 0
+    first_step = tl.load(c + 5) != 0
     for first in range(start, full_end, BLOCK):
         offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
         _sgd_block(
@@ -111,61 +107,29 @@ def _sgd_kernel(
         )
 
 
-def supports(
-    optimizer: torch.optim.Optimizer, entries: Sequence[tuple[torch.Tensor, dict[str, Any]]]
-) -> bool:
-    """True when every (param, group) is SGD with float hyper-parameters, ``maximize`` and
-    ``differentiable`` off, and a momentum buffer (if any) shaped like the param."""
-    for p, group in entries:
-        if group.get("maximize") or group.get("differentiable"):
-            return False
-        hyper = [group["lr"], group["momentum"], group["dampening"], group["weight_decay"]]
-        if not plain_numbers(*hyper):
-            return False
-        buffer = optimizer.state.get(p, {}).get("momentum_buffer")
-        if group["momentum"] != 0 and buffer is not None and not like_param(p, buffer):
-            return False
-    return True
-
-
-def step(
-    optimizer: torch.optim.Optimizer,
-    entries: Sequence[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]],
-) -> None:
-    """Take the fused step for (param, backup, group) ``entries`` that :func:`supports`
-    accepted; a missing momentum buffer is created and filled as torch's first step does."""
+def step(fused: FusedPlan) -> None:
+    """Launch the SGD kernel of an SGD ``fused`` plan: one launch for the tensors without
+    momentum, one for those with (their buffers in the plan, new ones zeroed)."""
+    if not fused.params:
+        return
+    table = fused.table().to(fused.params[0].device, non_blocking=True)
     for with_momentum in (False, True):
-        chosen = [e for e in entries if (e[2]["momentum"] != 0) == with_momentum]
+        chosen = [
+            i for i, b in enumerate(fused.momentum_buffers) if (b is not None) == with_momentum
+        ]
         if not chosen:
             continue
-        coefs = []
-        buffers = []
-        for p, backup, group in chosen:
-            buf = optimizer.state.get(p, {}).get("momentum_buffer") if with_momentum else None
-            first_step = with_momentum and buf is None
-            if first_step:
-                # zeroed, not empty: the kernel reads it before where() discards it
-                buf = torch.zeros_like(p)
-                optimizer.state[p]["momentum_buffer"] = buf
-            buffers.append(buf if with_momentum else backup)
-            coefs.append(
-                [
-                    group["weight_decay"],
-                    group["momentum"],
-                    1 - group["dampening"],
-                    float(group["nesterov"]),
-                    float(first_step),
-                    -group["lr"],
-                ]
-            )
-        params = [p for p, _, _ in chosen]
-        lists = [params, [b for _, b, _ in chosen], [p.grad for p in params], buffers]
-        table = torch.tensor(coefs, dtype=torch.float32).to(params[0].device, non_blocking=True)
+        # without momentum the buffer role is never read; the backups stand in for it
+        buffers = fused.momentum_buffers if with_momentum else fused.backups
+        lists = [
+            [tensors[i] for i in chosen]
+            for tensors in (fused.params, fused.backups, fused.grads, buffers)
+        ]
         _tables.launch(
             _sgd_kernel,
             lists,
-            range(len(params)),
+            chosen,
             table,
             MOMENTUM=with_momentum,
-            NUM_COEFS=len(coefs[0]),
+            NUM_COEFS=len(SGD_COLUMNS),
         )

@@ -1,0 +1,277 @@
+"""The one planner behind every backend's fused restore + step: may it replace
+``optimizer.step()``, and with which tensors, state and coefficients.
+
+:func:`plan` returns a :class:`FusedPlan`, or None for "decline, change nothing"; a backend
+only launches its kernels from the plan, then calls :meth:`FusedPlan.commit`. The rules, the
+same on every backend:
+
+- The optimizer is exactly ``torch.optim.AdamW``, ``torch.optim.Adam`` (L2 weight decay,
+  ``decoupled_weight_decay=False``, is fused too: one per-tensor ``l2`` coefficient) or
+  ``torch.optim.SGD``, and its ``step()`` would do nothing but the update
+  (:func:`~slsam_kernels.ops.fusable.step_is_plain`: no hooks, no patched ``step``, no
+  grad-scaler tensors).
+- Every param group (stepped or not) has plain-number hyperparameters (no tensor lr or
+  betas) and none of amsgrad, maximize, capturable (Adam), differentiable, fused. ``foreach``
+  does not matter.
+- Every tensor in ``params`` belongs to the optimizer: a param outside it is declined, not
+  restored-and-skipped, since returning True while leaving it unstepped would surprise.
+- Every param with a gradient has a backup in ``params``; it is fp32, bf16 or fp16 (the
+  kernels compute in fp32, so float64 is declined), dense, and its grad, backup and state
+  buffers share its dtype, shape, strides and device; all stepped params share one device.
+  Adam's existing ``step`` is a CPU scalar tensor (torch's layout without capturable/fused).
+- A backed-up param without a gradient is restored only, as torch's step skips it.
+
+Missing state is created as torch's first step creates it (``step`` a CPU scalar of torch's
+scalar dtype, zeroed ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer`` on the first
+momentum step), but installed only by :meth:`FusedPlan.commit`. Coefficients are computed per
+tensor in double on the host, as torch's ``_single_tensor_adam``/``_single_tensor_sgd`` do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .fusable import plain_numbers, step_is_plain
+
+# Column order of the coefficient table (``AdamScalars``/``SgdScalars`` in
+# csrc/common/elementwise.h; the Triton kernels read the same layout).
+ADAM_COLUMNS = (
+    "decay",
+    "l2",
+    "lerp_weight",
+    "beta2",
+    "one_minus_beta2",
+    "bias_correction2_sqrt",
+    "eps",
+    "neg_step_size",
+)
+SGD_COLUMNS = (
+    "weight_decay",
+    "momentum",
+    "one_minus_dampening",
+    "neg_lr",
+    "nesterov",
+    "first_step",
+)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+_OFF_FLAGS = {
+    "adam": ("amsgrad", "maximize", "capturable", "differentiable", "fused"),
+    "sgd": ("maximize", "differentiable", "fused"),
+}
+_KINDS = {torch.optim.AdamW: "adam", torch.optim.Adam: "adam", torch.optim.SGD: "sgd"}
+
+_Rows = Callable[[Any], tuple[float, ...]]
+# A stepped param as the checks leave it: (group, its row maker, param, grad, backup, state).
+_Checked = tuple[dict[str, Any], _Rows, torch.Tensor, torch.Tensor, torch.Tensor, Any]
+
+
+@dataclass
+class FusedPlan:
+    """What a backend launches: the stepped tensors in kernel order, one coefficient row per
+    stepped tensor (columns :data:`ADAM_COLUMNS` or :data:`SGD_COLUMNS`), and the pairs to
+    restore only. Adam plans fill ``exp_avgs``, ``exp_avg_sqs`` and ``steps`` (the backend
+    adds 1 to each step after the update); SGD plans fill ``momentum_buffers`` (None where the
+    group has no momentum)."""
+
+    kind: str
+    state: dict[torch.Tensor, dict[str, Any]]
+    params: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor] = field(default_factory=list)
+    backups: list[torch.Tensor] = field(default_factory=list)
+    coefficients: list[tuple[float, ...]] = field(default_factory=list)
+    exp_avgs: list[torch.Tensor] = field(default_factory=list)
+    exp_avg_sqs: list[torch.Tensor] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)
+    momentum_buffers: list[torch.Tensor | None] = field(default_factory=list)
+    restore_params: list[torch.Tensor] = field(default_factory=list)
+    restore_backups: list[torch.Tensor] = field(default_factory=list)
+    new_state: dict[torch.Tensor, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def table(self) -> torch.Tensor:
+        """The coefficients as a contiguous CPU fp32 ``[len(params), columns]`` tensor."""
+        columns = len(ADAM_COLUMNS if self.kind == "adam" else SGD_COLUMNS)
+        return torch.tensor(self.coefficients, dtype=torch.float32).reshape(-1, columns)
+
+    def commit(self) -> None:
+        """Install the state the plan created; call once the kernels have run."""
+        for p, entries in self.new_state.items():
+            self.state.setdefault(p, {}).update(entries)
+
+
+def plan(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    backups: Sequence[torch.Tensor],
+) -> FusedPlan | None:
+    """The fused restore + step of ``optimizer`` for ``params`` restored from ``backups``, or
+    None when the rules of the module docstring decline it (nothing is changed either way)."""
+    kind = _KINDS.get(type(optimizer))
+    if kind is None or not step_is_plain(optimizer):
+        return None
+    backup_of = dict(zip(params, backups, strict=True))
+    result = FusedPlan(kind, optimizer.state)
+    checked: list[_Checked] = []
+    device = None
+    for group in optimizer.param_groups:
+        rows = _group_rows(kind, group, type(optimizer) is torch.optim.AdamW)
+        if rows is None:
+            return None
+        for p in group["params"]:
+            backup = backup_of.pop(p, None)
+            if p.grad is None:
+                if backup is not None:
+                    result.restore_params.append(p)
+                    result.restore_backups.append(backup)
+                continue
+            if device is None:
+                device = p.device
+            state = optimizer.state.get(p)
+            if (
+                backup is None
+                or p.device != device
+                or not _steppable(kind, group, p, backup, state)
+            ):
+                return None
+            checked.append((group, rows, p, p.grad, backup, state))
+    if backup_of:
+        return None
+    for group, rows, p, grad, backup, state in checked:
+        result.params.append(p)
+        result.grads.append(grad)
+        result.backups.append(backup)
+        if kind == "adam":
+            _add_adam(result, rows, p, state)
+        else:
+            _add_sgd(result, rows, p, (state or {}) if group["momentum"] != 0 else None)
+    return result
+
+
+def _group_rows(kind: str, group: dict[str, Any], decoupled_default: bool) -> _Rows | None:
+    """``rows(x)``: the coefficient row of a tensor of ``group`` (Adam: ``x`` is the step
+    count after the increment; SGD: ``x`` is the first-step flag); None when the group holds
+    an option or a hyperparameter the kernels do not take."""
+    if any(group.get(flag) for flag in _OFF_FLAGS[kind]):
+        return None
+    lr, weight_decay = group["lr"], group["weight_decay"]
+    if kind == "sgd":
+        momentum, dampening, nesterov = group["momentum"], group["dampening"], group["nesterov"]
+        if not plain_numbers(lr, momentum, dampening, weight_decay):
+            return None
+        base = (weight_decay, momentum, 1 - dampening, -lr, float(bool(nesterov)))
+        return lambda first_step: (*base, float(first_step))
+    (beta1, beta2), eps = group["betas"], group["eps"]
+    if not plain_numbers(lr, beta1, beta2, eps, weight_decay):
+        return None
+    decoupled = group.get("decoupled_weight_decay", decoupled_default)
+    decay = 1 - lr * weight_decay if decoupled else 1.0
+    l2 = 0.0 if decoupled else weight_decay
+    cache: dict[float, tuple[float, ...]] = {}
+
+    def adam_row(step: float) -> tuple[float, ...]:
+        if step not in cache:
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
+            step_size = lr / bias_correction1
+            cache[step] = (
+                decay,
+                l2,
+                1 - beta1,
+                beta2,
+                1 - beta2,
+                bias_correction2**0.5,
+                eps,
+                -step_size,
+            )
+        return cache[step]
+
+    return adam_row
+
+
+def _alike(p: torch.Tensor, t: Any) -> bool:
+    """``t`` is a tensor with ``p``'s dtype, shape, strides and device (the kernels address
+    every tensor of a param in the same memory order)."""
+    return (
+        isinstance(t, torch.Tensor)
+        and t.dtype == p.dtype
+        and t.shape == p.shape
+        and t.stride() == p.stride()
+        and t.device == p.device
+    )
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """``t``'s elements fill its memory without gaps or overlaps, in some order of its dims
+    (contiguous or permuted, as channels_last), so a kernel may walk it linearly."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda d: d[1]):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _steppable(
+    kind: str, group: dict[str, Any], p: torch.Tensor, backup: torch.Tensor, state: Any
+) -> bool:
+    grad = p.grad
+    if not (
+        p.dtype in DTYPES
+        and _dense(p)
+        and grad.layout == torch.strided
+        and _alike(p, grad)
+        and _alike(p, backup)
+    ):
+        return False
+    if not state:
+        return True
+    if kind == "sgd":
+        buffer = state.get("momentum_buffer")
+        return group["momentum"] == 0 or buffer is None or _alike(p, buffer)
+    step = state.get("step")
+    return (
+        isinstance(step, torch.Tensor)
+        and step.device.type == "cpu"
+        and step.numel() == 1
+        and step.dtype in (torch.float32, torch.float64)
+        and not step.requires_grad
+        and _alike(p, state.get("exp_avg"))
+        and _alike(p, state.get("exp_avg_sq"))
+    )
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch gives a new ``step`` (``torch.optim.optimizer._get_scalar_dtype``)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> None:
+    if not state:
+        state = result.new_state[p] = {
+            "step": torch.tensor(0.0, dtype=_scalar_dtype()),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
+    result.exp_avgs.append(state["exp_avg"])
+    result.exp_avg_sqs.append(state["exp_avg_sq"])
+    result.steps.append(state["step"])
+    # torch adds 1 to the step tensor, then reads it as a Python float
+    result.coefficients.append(rows(state["step"].item() + 1.0))
+
+
+def _add_sgd(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> None:
+    """``state`` is None for a group without momentum (no buffer, none created)."""
+    buffer = None if state is None else state.get("momentum_buffer")
+    first_step = state is not None and buffer is None
+    if first_step:
+        # zeroed, not empty: a kernel may read it before its first-step rule discards it
+        buffer = torch.zeros_like(p, memory_format=torch.preserve_format)
+        result.new_state[p] = {"momentum_buffer": buffer}
+    result.momentum_buffers.append(buffer)
+    result.coefficients.append(rows(first_step))
