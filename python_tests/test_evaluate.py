@@ -14,9 +14,10 @@ from slsam_kernels import SLSAM
 from slsam_kernels.demo import data as demo_data
 from slsam_kernels.demo import models, tasks
 from slsam_kernels.demo import train as demo_train
-from slsam_kernels.evaluate import cli, protocol
+from slsam_kernels.evaluate import cli, protocol, report
 from slsam_kernels.evaluate.arms import ArmRecorder
-from slsam_kernels.evaluate.config import CONFIGS, EvalConfig, TaskSpec
+from slsam_kernels.evaluate.budget import equal_time_steps
+from slsam_kernels.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
 from slsam_kernels.evaluate.estimate import estimate_seconds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -135,8 +136,8 @@ def test_tuning_scores_only_the_validation_split_and_picks_the_best(blobs, monke
     seen = []
     real = demo_train.train_and_test
 
-    def spy(method, build_model, data, optim, run, observer=None):
-        result = real(method, build_model, data, optim, run, observer)
+    def spy(method, build_model, data, optim, run, observer=None, extend=None):
+        result = real(method, build_model, data, optim, run, observer, extend)
         seen.append((method, optim.lr, optim.rho, data.test))
         # Scored by a rule the test knows: the best lr is 0.01, the best rho 0.05.
         return replace(result, accuracy=0.5 + (optim.lr == 0.01) * 0.3 + (optim.rho == 0.05) * 0.1)
@@ -259,3 +260,181 @@ def test_diagnostic_variants_run_only_when_asked_and_keep_the_head_out_of_the_ba
     assert opt.arms == [model.body.weight, model.body.bias]
     with pytest.raises(ValueError, match="no fresh head"):
         demo_train.build_optimizer("slsam", nn.Linear(2, 2), optim)
+
+
+def _optim_config(**changes) -> demo_train.OptimConfig:
+    optim = demo_train.OptimConfig(
+        base="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        rho=0.05,
+        asam_rho=0.5,
+        sample_ratio=0.2,
+        seed=0,
+    )
+    return replace(optim, **changes)
+
+
+def test_robust_variants_build_the_robust_bandit_with_module_arms_or_the_head_kept_out():
+    model = _WithHead()
+    names = (
+        "slsam-robust-0.2",
+        "slsam-robust-0.5",
+        "slsam-robust-0.2-modules",
+        "slsam-robust-0.2-head",
+    )
+    built = {}
+    for name in names:
+        v = VARIANTS[name]
+        optim = _optim_config(
+            sample_ratio=v.sample_ratio,
+            bandit=v.bandit,
+            head_always_active=v.head_always_active,
+            module_arms=v.module_arms,
+        )
+        built[name] = demo_train.build_optimizer("slsam", model, optim)
+        model.requires_grad_(True)
+    assert all(opt.bandit == "robust" for opt in built.values())
+    assert [opt.sample_ratio for opt in built.values()] == [0.2, 0.5, 0.2, 0.2]
+    assert built["slsam-robust-0.2"].num_arms == 4
+    assert [set(arm) for arm in built["slsam-robust-0.2-modules"].arms] == [
+        set(model.body.parameters()),
+        set(model.head.parameters()),
+    ]
+    assert built["slsam-robust-0.2-head"].arms == [model.body.weight, model.body.bias]
+    both = _optim_config(head_always_active=True, module_arms=True)
+    opt = demo_train.build_optimizer("slsam", model, both)
+    assert [set(arm) for arm in opt.arms] == [set(model.body.parameters())]
+    assert "slsam-0.2-robust" not in VARIANTS
+
+
+def test_a_method_twice_as_fast_gets_twice_the_steps():
+    assert equal_time_steps(12.0, 1.0, 6) == 12
+    assert equal_time_steps(12.0, 1.6, 6) == 7  # floor(7.5)
+    assert equal_time_steps(12.0, 3.0, 6) == 6  # slower than the budget: keeps its steps
+    with pytest.raises(ValueError, match="seconds per step"):
+        equal_time_steps(12.0, 0.0, 6)
+
+
+def test_a_continued_run_is_the_run_of_that_many_steps():
+    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
+    models_built = []
+
+    def build():
+        models_built.append(prepared.build_model())
+        return models_built[-1]
+
+    optim = _optim_config(sample_ratio=0.5, bandit="robust")
+    run = demo_train.RunConfig(
+        steps=5, batch_size=8, seed=1, device=torch.device("cpu"), progress=False
+    )
+    short = demo_train.train_and_test(
+        "slsam", build, prepared.data, optim, run, extend=lambda result: 11
+    )
+    long = demo_train.train_and_test("slsam", build, prepared.data, optim, replace(run, steps=11))
+    assert (short.steps, short.extended.steps, long.steps) == (5, 11, 11)
+    assert short.extended.active_fraction == long.active_fraction
+    assert short.extended.accuracy == long.accuracy and long.extended is None
+    for a, b in zip(models_built[0].parameters(), models_built[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+class _FakeClock:
+    """Time that moves only in training steps: each costs its method's fixed seconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.costs = {"sgd": 1.0, "sam": 2.0, "rst": 1.6, "slsam": 1.0}
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_clock(monkeypatch) -> _FakeClock:
+    clock = _FakeClock()
+    real_step = demo_train.train_step
+
+    def timed_step(method, model, optimizer, x, y):
+        clock.now += clock.costs[method]
+        return real_step(method, model, optimizer, x, y)
+
+    monkeypatch.setattr(demo_train, "time", clock)
+    monkeypatch.setattr(demo_train, "train_step", timed_step)
+    return clock
+
+
+def test_equal_time_runs_get_sams_training_seconds_and_are_reported(blobs, fake_clock):
+    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
+    spec = replace(blobs.tasks[0], lr_grid=(0.1,), rho_grid=(0.05,))
+    config = replace(
+        blobs, variants=("base", "sam", "rst-0.5", "slsam-robust-0.2"), equal_time=True
+    )
+    assert config.equal_time_variants == ("rst-0.5", "slsam-robust-0.2")
+    assert not config.select(variants=["base", "slsam-0.2"]).equal_time_variants
+    setting = protocol.evaluate_setting(spec, 0.4, prepared, config, torch.device("cpu"), print)
+    runs = [(r["variant"], r["budget"], r["seed"], r["steps"]) for r in setting.runs]
+    # SAM: 6 steps of 2 s = 12 s; SL-SAM at 1 s/step gets 12 steps, RST at 1.6 s/step 7.
+    assert runs == [
+        ("base", "steps", 0, 6),
+        ("base", "steps", 1, 6),
+        ("sam", "steps", 0, 6),
+        ("sam", "steps", 1, 6),
+        ("rst-0.5", "steps", 0, 6),
+        ("rst-0.5", "steps", 1, 6),
+        ("rst-0.5", "time", 0, 7),
+        ("rst-0.5", "time", 1, 7),
+        ("slsam-robust-0.2", "steps", 0, 6),
+        ("slsam-robust-0.2", "steps", 1, 6),
+        ("slsam-robust-0.2", "time", 0, 12),
+        ("slsam-robust-0.2", "time", 1, 12),
+    ]
+    timed = [r for r in setting.runs if r["budget"] == "time"]
+    assert all(r["budget_seconds"] == 12.0 for r in timed)
+    assert [r["time_vs_budget"] for r in timed] == pytest.approx([7 * 1.6 / 12] * 2 + [1.0] * 2)
+    assert all("arms" not in r for r in timed)
+    record = report.to_json(config, [setting], "cpu", 1.0)
+    (summary,) = [s["summary"] for s in record["settings"]]
+    assert [(r["variant"], r["budget"], r["steps"]) for r in summary] == [
+        ("base", "steps", 6),
+        ("sam", "steps", 6),
+        ("rst-0.5", "steps", 6),
+        ("rst-0.5", "time", 7),
+        ("slsam-robust-0.2", "steps", 6),
+        ("slsam-robust-0.2", "time", 12),
+    ]
+    markdown = report.to_markdown(record)
+    assert "Equal steps (6 each):" in markdown
+    assert "Equal wall-clock: each run continued to the training seconds of SAM's run" in markdown
+    assert "| sam (sam) | 6 |" in markdown
+    assert "| slsam-robust-0.2 (slsam) | 12 |" in markdown and "| rst-0.5 (rst) | 7 |" in markdown
+    assert "## Active fraction of parameter elements" in markdown
+    assert "| paper, s = 0.2 | n/a |" in markdown
+    assert "## Goal check" in markdown
+    active, goal = [ln for ln in markdown.splitlines() if ln.startswith("| slsam-robust-0.2 |")]
+    assert active == f"| slsam-robust-0.2 | {summary[4]['active_fraction']:.3f} |"
+    assert goal.count(";") == 2 and goal.rstrip(" |").endswith(("yes", "no"))
+
+
+def test_medium_config_fits_about_90_minutes_with_the_budgets_the_goal_needs():
+    medium = CONFIGS["medium"]
+    assert 80 * 60 < estimate_seconds(medium)["total"] < 95 * 60
+    image, text = medium.tasks
+    assert (image.task, text.task) == ("image", "text")
+    assert image.steps >= 400 and len(medium.seeds) == 3
+    assert image.noises == text.noises == (0.0, 0.4)
+    assert text.steps >= CONFIGS["reduced"].tasks[1].steps
+    assert {
+        "base",
+        "sam",
+        "slsam-0.2",
+        "slsam-robust-0.2",
+        "slsam-robust-0.5",
+        "slsam-robust-0.2-modules",
+        "slsam-robust-0.2-head",
+    } <= set(medium.variants)
+    assert set(medium.equal_time_variants) == set(medium.variants) - {"base", "sam"}
+    with_rst = medium.select(variants=[*medium.variants, "rst-0.5"])
+    assert "rst-0.5" in with_rst.equal_time_variants
+    assert estimate_seconds(with_rst)["total"] > estimate_seconds(medium)["total"]

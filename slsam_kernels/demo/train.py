@@ -3,16 +3,16 @@ peak memory."""
 
 from __future__ import annotations
 
-import math
+import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slsam_kernels import RST, SAM, SLSAM
+from slsam_kernels import RST, SAM, SLSAM, arms_by_module
 
 from .data import LabelledData, Split
 from .memory import PeakMemory
@@ -21,6 +21,8 @@ from .progress import StepProgress
 
 #: Called with the optimizer before each training step (when its active set is the step's).
 StepObserver = Callable[[torch.optim.Optimizer], None]
+#: Called with a run's result after its steps; returns the total step count to continue to.
+Extension = Callable[["MethodResult"], int]
 
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -38,8 +40,9 @@ class OptimConfig:
     ``sample_ratio`` is SL-SAM's expected fraction of tensors active and RST's probability of
     a SAM step; ASAM, whose perturbation is scaled by the weights, takes its own radius.
     ``bandit`` (the rule, ``"paper"`` or ``"robust"``), ``bandit_lr`` (None: the rule's
-    default) and ``head_always_active`` (the model's fresh head kept out of the bandit,
-    updated every step) are SL-SAM's.
+    default), ``head_always_active`` (the model's fresh head kept out of the bandit,
+    updated every step) and ``module_arms`` (one arm per module, ``arms_by_module``) are
+    SL-SAM's.
     """
 
     base: str
@@ -53,6 +56,7 @@ class OptimConfig:
     bandit: str = "paper"
     bandit_lr: float | None = None
     head_always_active: bool = False
+    module_arms: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One row of the demo's table."""
+    """One row of the demo's table; ``extended``: the same run continued (see
+    :func:`train_and_test`)."""
 
     method: str
     accuracy: float
@@ -76,6 +81,8 @@ class MethodResult:
     active_fraction: float
     peak_mib: float
     memory_kind: str
+    steps: int
+    extended: MethodResult | None = None
 
 
 def _base_kwargs(name: str, cfg: OptimConfig) -> dict[str, float]:
@@ -99,6 +106,7 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
     if method == "rst":
         return RST(params, base, rho=cfg.rho, sam_prob=cfg.sample_ratio, seed=cfg.seed, **kwargs)
     if method == "slsam":
+        head = fresh_head(model) if cfg.head_always_active else None
         return SLSAM(
             params,
             base,
@@ -107,20 +115,37 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
             bandit=cfg.bandit,
             bandit_lr=cfg.bandit_lr,
             seed=cfg.seed,
-            always_active=fresh_head(model) if cfg.head_always_active else None,
+            arms=_module_arms(model, head) if cfg.module_arms else None,
+            always_active=head,
             **kwargs,
         )
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
+def _module_arms(model: nn.Module, head: nn.Module | None) -> list[list[torch.Tensor]]:
+    """One arm per module (:func:`arms_by_module`), less the head's tensors when it is kept
+    out of the bandit."""
+    kept_out = set(head.parameters()) if head is not None else set()
+    return [arm for arm in arms_by_module(model) if not kept_out.issuperset(arm)]
+
+
+def batch_stream(num_examples: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless index batches from seeded reshuffled epochs, the same for every method; a
+    longer run sees the batches of a shorter one first."""
+    generator = torch.Generator().manual_seed(seed)
+    pending = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(num_examples, generator=generator)])
+        yield pending[:batch_size]
+        pending = pending[batch_size:]
+
+
 def batch_order(
     num_examples: int, steps: int, batch_size: int, seed: int
 ) -> Iterator[torch.Tensor]:
-    """Index batches from seeded reshuffled epochs, the same for every method."""
-    generator = torch.Generator().manual_seed(seed)
-    epochs = math.ceil(steps * batch_size / num_examples)
-    order = torch.cat([torch.randperm(num_examples, generator=generator) for _ in range(epochs)])
-    return iter(order[: steps * batch_size].view(steps, batch_size))
+    """The first ``steps`` batches of :func:`batch_stream`."""
+    return itertools.islice(batch_stream(num_examples, batch_size, seed), steps)
 
 
 @torch.no_grad()
@@ -193,6 +218,7 @@ def train_and_test(
     optim: OptimConfig,
     run: RunConfig,
     observer: Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None] | None = None,
+    extend: Extension | None = None,
 ) -> MethodResult:
     """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it on
     ``data.test`` (whichever held-out split the caller put there).
@@ -201,24 +227,44 @@ def train_and_test(
     with ``run.seed``, so every method starts from the same weights and sees the same batches.
     Seconds per step times forward, backward and optimizer step only (no evaluation); peak
     memory is measured above the model's own weights. ``observer(model, optimizer)``, if
-    given, returns the callback that is called (untimed) before each step.
+    given, returns the callback that is called (untimed) before each of the ``run.steps``
+    steps. ``extend(result)``, if given, returns a total step count: when it exceeds
+    ``run.steps``, training continues on the same batch stream up to it and the result of
+    the whole run (tested again; its peak memory is the first part's) is ``extended``. The
+    learning rate is constant, so the continued run is the run of that many steps.
     """
     torch.manual_seed(run.seed)
     model = build_model().to(run.device)
     train = Split(data.train.inputs.to(run.device), data.train.labels.to(run.device))
+    test = Split(data.test.inputs.to(run.device), data.test.labels.to(run.device))
+    batches = batch_stream(len(train.labels), run.batch_size, run.seed)
     with PeakMemory(run.device) as memory:
         optimizer = build_optimizer(method, model, optim)
         on_step = observer(model, optimizer) if observer is not None else None
-        seconds, active = _train(method, model, optimizer, train, run, on_step)
-    test = Split(data.test.inputs.to(run.device), data.test.labels.to(run.device))
-    return MethodResult(
+        seconds, active = _train(method, model, optimizer, train, batches, run, on_step)
+    result = MethodResult(
         method=method,
         accuracy=accuracy(model, test),
         seconds_per_step=seconds / run.steps,
         active_fraction=sum(active) / len(active),
         peak_mib=memory.peak_mib,
         memory_kind=memory.description,
+        steps=run.steps,
     )
+    total = extend(result) if extend is not None else run.steps
+    if total <= run.steps:
+        return result
+    more = replace(run, steps=total - run.steps)
+    extra_seconds, extra_active = _train(method, model, optimizer, train, batches, more, None)
+    active += extra_active
+    extended = replace(
+        result,
+        accuracy=accuracy(model, test),
+        seconds_per_step=(seconds + extra_seconds) / total,
+        active_fraction=sum(active) / len(active),
+        steps=total,
+    )
+    return replace(result, extended=extended)
 
 
 def _train(
@@ -226,16 +272,17 @@ def _train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train: Split,
+    batches: Iterator[torch.Tensor],
     run: RunConfig,
     on_step: StepObserver | None,
 ) -> tuple[float, list[float]]:
-    """The training loop: returns the timed seconds and each step's active fraction."""
+    """The training loop over the next ``run.steps`` of ``batches``: returns the timed
+    seconds and each step's active fraction."""
     model.train()
     active: list[float] = []
     seconds = 0.0
-    batches = batch_order(len(train.labels), run.steps, run.batch_size, run.seed)
     progress = StepProgress(run.steps, f"{method:>6}", enabled=run.progress)
-    for step, idx in enumerate(batches):
+    for step, idx in enumerate(itertools.islice(batches, run.steps)):
         x, y = train.inputs[idx], train.labels[idx]
         active.append(getattr(optimizer, "active_param_fraction", 1.0))
         if on_step is not None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from slsam_kernels.demo.deps import require
 
+from .comparisons import rows_of
+
 MATPLOTLIB_INSTALL = "pip install matplotlib"
 
 
@@ -24,13 +26,13 @@ def _grid(count: int) -> tuple[int, int]:
 
 def accuracy_vs_cost(record: dict[str, Any], path: Path) -> Path:
     """One panel per task and noise level: mean test accuracy (error bar: sample std over
-    seeds) against mean seconds per step, one point per method."""
+    seeds) against mean seconds per step, one point per method (equal steps)."""
     plt = _pyplot()
     settings = record["settings"]
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     for ax, setting in zip(axes.flat, settings, strict=False):
-        for row in setting["summary"]:
+        for row in rows_of(setting, "steps"):
             ax.errorbar(
                 row["seconds_per_step"], row["acc_mean"], yerr=row["acc_std"], fmt="o", capsize=3
             )

@@ -12,8 +12,10 @@ from slsam_kernels.demo.tasks import TASKS
 class Variant:
     """One column of the comparison: a demo method with its SL-SAM/RST sample ratio.
 
-    ``method`` ``"base"`` stands for the task's base optimizer (SGD or AdamW); ``bandit`` and
-    ``bandit_lr`` (None: the rule's default) are SL-SAM's bandit rule and learning rate."""
+    ``method`` ``"base"`` stands for the task's base optimizer (SGD or AdamW). SL-SAM's:
+    ``bandit`` and ``bandit_lr`` (None: the rule's default), the bandit's rule and learning
+    rate; ``head_always_active``, the fresh head kept out of the bandit; ``module_arms``, one
+    arm per module (``arms_by_module``) instead of one per tensor."""
 
     name: str
     method: str
@@ -21,6 +23,7 @@ class Variant:
     bandit: str = "paper"
     bandit_lr: float | None = None
     head_always_active: bool = False
+    module_arms: bool = False
 
 
 MAIN_VARIANTS = (
@@ -36,9 +39,20 @@ DIAGNOSTIC_VARIANTS = (
     Variant("slsam-0.2-uniform", "slsam", 0.2, bandit_lr=0.0),
     Variant("slsam-0.2-head", "slsam", 0.2, head_always_active=True),
     Variant("slsam-0.5-head", "slsam", 0.5, head_always_active=True),
-    Variant("slsam-0.2-robust", "slsam", 0.2, bandit="robust"),
 )
-VARIANTS: dict[str, Variant] = {v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS)}
+# The scale-free bandit (SLSAM(bandit="robust")), alone and with module arms or the head kept
+# out of the bandit: run by the "medium" configuration.
+ROBUST_VARIANTS = (
+    Variant("slsam-robust-0.2", "slsam", 0.2, bandit="robust"),
+    Variant("slsam-robust-0.5", "slsam", 0.5, bandit="robust"),
+    Variant("slsam-robust-0.2-modules", "slsam", 0.2, bandit="robust", module_arms=True),
+    Variant("slsam-robust-0.2-head", "slsam", 0.2, bandit="robust", head_always_active=True),
+)
+VARIANTS: dict[str, Variant] = {
+    v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS, *ROBUST_VARIANTS)
+}
+#: The methods cheaper than SAM per step that the equal wall-clock comparison gives more steps.
+EQUAL_TIME_METHODS = ("rst", "slsam")
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,11 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """A whole evaluation: tasks, methods, training seeds and the seed of the data splits."""
+    """A whole evaluation: tasks, methods, training seeds and the seed of the data splits.
+
+    ``equal_time``: also compare RST and SL-SAM with SAM at equal wall-clock, each of their
+    runs continued until it has spent the training time of SAM's run with the same seed (see
+    ``budget.py``); only when SAM is among the variants."""
 
     name: str
     tasks: tuple[TaskSpec, ...]
@@ -89,6 +107,7 @@ class EvalConfig:
     #: Seeds the subsets, the validation carve-out and the label noise: the same for every
     #: method and training seed.
     data_seed: int = 0
+    equal_time: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(VARIANTS))
@@ -99,6 +118,14 @@ class EvalConfig:
             )
         if not self.seeds or not self.tasks:
             raise ValueError("an evaluation needs at least one seed and one task")
+
+    @property
+    def equal_time_variants(self) -> tuple[str, ...]:
+        """The variants also run at SAM's wall-clock (none without SAM, whose time is the
+        budget)."""
+        if not self.equal_time or "sam" not in self.variants:
+            return ()
+        return tuple(v for v in self.variants if VARIANTS[v].method in EQUAL_TIME_METHODS)
 
     def select(
         self,
@@ -162,6 +189,53 @@ CONFIGS: dict[str, EvalConfig] = {
         ),
         seeds=(0, 1),
     ),
+    # "medium": the budgets the goal can be judged at (SL-SAM within a point of SAM at equal
+    # steps, at least SAM at equal wall-clock, image and text, 0% and 40% noise), sized with
+    # `estimate.py` to about 90 minutes on 2 idle cores (it says 92). The image task is fixed
+    # first: 400 steps (4x reduced), 3 seeds, both noise levels and 7 methods take 67 minutes
+    # (11 of them the equal-time continuations), with 2000 test examples (one example is 0.05
+    # points). The text task gets the rest: reduced's 24 steps (25 minutes). Left out to make
+    # room, 13 minutes each with their equal-time runs: rst-0.5 and the paper bandit at
+    # s = 0.5 (slsam-0.5); add them with --methods.
+    "medium": EvalConfig(
+        name="medium",
+        tasks=(
+            TaskSpec(
+                task="image",
+                noises=(0.0, 0.4),
+                train_size=4000,
+                val_size=500,
+                test_size=2000,
+                steps=400,
+                batch_size=32,
+                lr_grid=(0.003, 0.01, 0.03),
+                rho_grid=(0.05,),
+            ),
+            TaskSpec(
+                task="text",
+                noises=(0.0, 0.4),
+                train_size=608,
+                val_size=128,
+                test_size=250,
+                steps=24,
+                batch_size=16,
+                lr_grid=(3e-5, 1e-4, 3e-4),
+                rho_grid=(0.05,),
+                prepare_options={"max_tokens": 64},
+            ),
+        ),
+        variants=(
+            "base",
+            "sam",
+            "slsam-0.2",
+            "slsam-robust-0.2",
+            "slsam-robust-0.5",
+            "slsam-robust-0.2-modules",
+            "slsam-robust-0.2-head",
+        ),
+        seeds=(0, 1, 2),
+        equal_time=True,
+    ),
     "full": EvalConfig(
         name="full",
         tasks=(
@@ -220,5 +294,6 @@ CONFIGS: dict[str, EvalConfig] = {
             ),
         ),
         seeds=(0, 1),
+        equal_time=True,
     ),
 }

@@ -9,7 +9,9 @@ Per-step costs were measured on this project's 2-core CPU machine, 2026-11-26:
 Method costs relative to the base step: SAM and ASAM 2.05, RST(p) 1 + 1.05 p, SL-SAM(s)
 1.43 + 0.62 s (the line through the measured s=0.5 point and SAM at s=1). Evaluation is
 charged a third of a training step per example of a batch; each run 0.5 s (image) or 1 s (text)
-to build the model; each setting 10 s to load data plus a warm-up step of every method.
+to build the model; each setting 10 s to load data plus a warm-up step of every method. An
+equal-time variant continues each run until it has spent SAM's time (``budget.py``): the extra
+steps cost ``SAM - its cost`` base steps per equal-steps step, plus one more test.
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ def estimate_seconds(config: EvalConfig) -> dict[str, float]:
         runs = tune_runs + seeds * len(config.variants)
         eval_examples = tune_runs * spec.val_size + seeds * len(config.variants) * spec.test_size
         warm_up = sum(relative_cost(v) for v in config.variants)
+        extra_steps = seeds * sum(
+            max(0.0, SAM_COST - relative_cost(v)) for v in config.equal_time_variants
+        )
+        eval_examples += seeds * len(config.equal_time_variants) * spec.test_size
         seconds = (
-            (tune_steps + train_steps) * spec.steps * step
+            (tune_steps + train_steps + extra_steps) * spec.steps * step
             + eval_examples * step / spec.batch_size / 3
             + runs * BUILD_S.get(spec.task, 1.0)
             + SETTING_OVERHEAD_S

@@ -1,5 +1,6 @@
 """The protocol: carve a validation split, tune the base learning rate (and optionally rho) on
-it with one seed, then train every method with every seed and test it once."""
+it with one seed, then train every method with every seed and test it once; the equal-time
+variants are then trained on to SAM's time with the same seed and tested again."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from slsam_kernels.demo.data import LabelledData, Split
 from slsam_kernels.demo.tasks import TASKS, Prepared
 
 from .arms import ArmRecorder, arm_recorders
+from .budget import extension, training_seconds
 from .config import VARIANTS, EvalConfig, TaskSpec
 
 ARM_WINDOWS = 10
@@ -35,7 +37,8 @@ class Splits:
 
 @dataclass
 class Setting:
-    """The results of one task at one noise level."""
+    """The results of one task at one noise level; each run's ``budget`` is ``"steps"``
+    (the task's step count) or ``"time"`` (SAM's training seconds with the same seed)."""
 
     task: str
     noise: float
@@ -148,36 +151,83 @@ def evaluate_setting(
         rho=rho,
         asam_rho=spec.asam_rho,
     )
-    for name in config.variants:
-        variant = VARIANTS[name]
-        method = base if variant.method == "base" else variant.method
+    run_order = list(config.variants)
+    if config.equal_time_variants:
+        run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
+    sam_seconds: dict[int, float] = {}
+    for name in run_order:
         for seed in config.seeds:
-            optim = replace(
-                _optim(spec, base, lr, rho, seed),
-                sample_ratio=variant.sample_ratio,
-                bandit=variant.bandit,
-                bandit_lr=variant.bandit_lr,
-                head_always_active=variant.head_always_active,
-            )
-            recorders: list[ArmRecorder] = []
-            observer = arm_recorders(spec.steps, ARM_WINDOWS, recorders)
-            result = demo_train.train_and_test(
-                method,
-                prepared.build_model,
-                splits.fit,
-                optim,
-                _run_config(spec, seed, device),
-                observer=observer,
-            )
-            record = {"variant": name, "seed": seed, **asdict(result)}
-            if recorders:
-                record["arms"] = recorders[0].summary()
-            setting.runs.append(record)
-            log(
-                f"    {name:<10} seed {seed}: test acc {result.accuracy:.3f}, "
-                f"{result.seconds_per_step:.3f} s/step, active {result.active_fraction:.3f}"
-            )
+            budget = sam_seconds[seed] if name in config.equal_time_variants else None
+            records = _train_variant(name, seed, budget, spec, setting, prepared, splits, device)
+            for record in records:
+                log(
+                    f"    {name:<16} seed {seed}, {record['steps']:>4} steps: test acc "
+                    f"{record['accuracy']:.3f}, {record['seconds_per_step']:.3f} s/step, active "
+                    f"{record['active_fraction']:.3f}"
+                )
+            if name == "sam":
+                sam_seconds[seed] = records[0]["seconds_per_step"] * records[0]["steps"]
+            setting.runs += records
+    order = {name: i for i, name in enumerate(config.variants)}
+    setting.runs.sort(key=lambda r: (order[r["variant"]], r["budget"] == "time", r["seed"]))
     return setting
+
+
+def _train_variant(
+    name: str,
+    seed: int,
+    budget_seconds: float | None,
+    spec: TaskSpec,
+    setting: Setting,
+    prepared: Prepared,
+    splits: Splits,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """One seed of one variant on the test split: its equal-steps record (with the arms it
+    sampled), then with a budget its equal-time record (the run continued)."""
+    variant = VARIANTS[name]
+    method = setting.base if variant.method == "base" else variant.method
+    optim = replace(
+        _optim(spec, setting.base, setting.lr, setting.rho, seed),
+        sample_ratio=variant.sample_ratio,
+        bandit=variant.bandit,
+        bandit_lr=variant.bandit_lr,
+        head_always_active=variant.head_always_active,
+        module_arms=variant.module_arms,
+    )
+    recorders: list[ArmRecorder] = []
+    result = demo_train.train_and_test(
+        method,
+        prepared.build_model,
+        splits.fit,
+        optim,
+        _run_config(spec, seed, device),
+        observer=arm_recorders(spec.steps, ARM_WINDOWS, recorders),
+        extend=extension(budget_seconds) if budget_seconds is not None else None,
+    )
+    records = [{"variant": name, "seed": seed, "budget": "steps", **_fields(result)}]
+    if recorders:
+        records[0]["arms"] = recorders[0].summary()
+    if budget_seconds is not None:
+        timed = result.extended or result
+        records.append(
+            {
+                "variant": name,
+                "seed": seed,
+                "budget": "time",
+                **_fields(timed),
+                "budget_seconds": budget_seconds,
+                "time_vs_budget": training_seconds(timed) / budget_seconds,
+            }
+        )
+    return records
+
+
+def _fields(result: demo_train.MethodResult) -> dict[str, Any]:
+    """A result's fields for the JSON record, without the continued run."""
+    fields = asdict(result)
+    del fields["extended"]
+    return fields
 
 
 def run_evaluation(config: EvalConfig, device: torch.device, log: Log = print) -> list[Setting]:

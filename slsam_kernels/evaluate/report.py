@@ -17,16 +17,20 @@ import torch
 from slsam_kernels._version import __version__
 from slsam_kernels.utils.provenance import git_revision
 
+from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
 from .config import EvalConfig
 from .protocol import Setting
 
 
 def summarize(setting: Setting) -> list[dict[str, Any]]:
-    """One row per variant, in run order: accuracy mean, sample standard deviation, min and
-    max over seeds; means of seconds per step, active fraction and peak memory."""
-    rows: dict[str, dict[str, Any]] = {}
+    """One row per variant and budget (``"steps"``, ``"time"``), in run order: accuracy mean,
+    sample standard deviation, min and max over seeds; means of steps, training seconds,
+    seconds per step, active fraction and peak memory."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in setting.runs:
-        rows.setdefault(run["variant"], {"variant": run["variant"], "runs": []})["runs"].append(run)
+        key = (run["variant"], run["budget"])
+        row = rows.setdefault(key, {"variant": key[0], "budget": key[1], "runs": []})
+        row["runs"].append(run)
     out = []
     for row in rows.values():
         runs = row.pop("runs")
@@ -41,6 +45,8 @@ def summarize(setting: Setting) -> list[dict[str, Any]]:
                 "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "acc_min": min(acc),
                 "acc_max": max(acc),
+                "steps": statistics.fmean(r["steps"] for r in runs),
+                "train_seconds": statistics.fmean(r["seconds_per_step"] * r["steps"] for r in runs),
                 "seconds_per_step": statistics.fmean(r["seconds_per_step"] for r in runs),
                 "active_fraction": statistics.fmean(r["active_fraction"] for r in runs),
                 "peak_mib": statistics.fmean(peaks) if peaks else math.nan,
@@ -118,7 +124,9 @@ def _grid(values: list[float], scores: list[float | None]) -> str:
 
 
 def to_markdown(record: dict[str, Any]) -> str:
-    """A Markdown report of a :func:`to_json` record: per setting, the tuning and the table."""
+    """A Markdown report of a :func:`to_json` record: per setting, the tuning, the table at
+    equal steps and (where run) at equal wall-clock; then SL-SAM's active fractions and the
+    goal check."""
     m = record["machine"]
     lines = [
         f"# Evaluation `{record['config']['name']}`",
@@ -130,7 +138,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
     ]
     for setting in record["settings"]:
-        kind = setting["summary"][0]["memory_kind"] if setting["summary"] else ""
+        summary = rows_of(setting, "steps")
+        kind = summary[0]["memory_kind"] if summary else ""
         lines += [
             "",
             f"## {setting['task']}, {setting['noise']:.0%} label noise",
@@ -140,18 +149,23 @@ def to_markdown(record: dict[str, Any]) -> str:
             f"by SAM rho: {_grid(setting['rho_grid'], setting['val_acc_by_rho'])} -> rho "
             f"{setting['rho']:g}; ASAM rho {setting['asam_rho']:g}.",
             "",
+            f"Equal steps ({summary[0]['steps']:.0f} each):" if summary else "Equal steps:",
+            "",
             f"| method | test acc | s/step | active | peak MiB ({kind}) |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for row in setting["summary"]:
+        for row in summary:
             peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
             lines.append(
                 f"| {row['variant']} ({row['method']}) | {row['acc_mean']:.3f} ± "
                 f"{row['acc_std']:.3f} | {row['seconds_per_step']:.3f} | "
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
-        lines += _against_sam(setting["summary"])
+        lines += _against_sam(summary)
+        lines += equal_time_lines(setting)
         lines += _top_arms(setting["runs"])
+    lines += active_fraction_lines(record)
+    lines += goal_lines(record)
     return "\n".join(lines) + "\n"
 
 
