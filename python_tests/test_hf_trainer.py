@@ -116,8 +116,43 @@ def test_descent_is_clipped_and_the_first_pass_is_not(tmp_path, monkeypatch):
 def test_bad_optimizer_arguments_are_rejected(tmp_path):
     with pytest.raises(TypeError, match="sam_optimizer must be SAM, SLSAM or RST"):
         make_trainer(tmp_path, tiny_bert(), torch.optim.AdamW, {})
-    with pytest.raises(ValueError, match="bf16=True"):
-        SAMTrainer(
-            model=tiny_bert(),
-            args=transformers.TrainingArguments(output_dir=str(tmp_path), fp16=True),
-        )
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, 0.0], ids=["clipped", "unclipped"])
+def test_fp16_unscales_both_passes_with_accelerates_scaler(tmp_path, monkeypatch, max_grad_norm):
+    """fp16=True: accelerate's GradScaler goes through the optimizer's own scaler path."""
+    seen = []
+    original = SAM.second_step
+
+    def spy_second_step(opt, *args, **kwargs):
+        scaler = kwargs["scaler"]
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        first = float(opt._perturbation.grad_sqnorms.sum().sqrt())
+        original(opt, *args, **kwargs)
+        descent = float(torch.stack([g.norm() for g in grads]).norm())
+        seen.append((scaler, first, descent, opt.last_step_skipped))
+
+    monkeypatch.setattr(SAM, "second_step", spy_second_step)
+    model = tiny_bert()
+    before = [p.detach().clone() for p in model.parameters()]
+    forwards = count_forwards(model)
+    trainer = make_trainer(tmp_path, model, SAM, {}, fp16=True, max_grad_norm=max_grad_norm)
+    # accelerate builds no GradScaler on the CPU (fp16 there trains in fp32): give it torch's
+    # CPU one, as it builds a CUDA one on a GPU, so its scaler path runs as there: the scaled
+    # backward, scaler.step(optimizer, closure), scaler.update().
+    assert trainer.accelerator.scaler is None
+    scaler = trainer.accelerator.scaler = torch.amp.GradScaler("cpu")
+    result = trainer.train()
+    assert trainer.optimizer.scaler is scaler  # accelerate's optimizer wrapper took it
+    assert len(forwards) == 2 * STEPS * ACCUMULATION
+    assert len(seen) == STEPS and all(s is scaler for s, *_ in seen)
+    # Unscaled: a first pass still multiplied by the scale (65536) would be far above 1e2.
+    assert all(1e-2 < first < 1e2 and not skipped for _, first, _, skipped in seen)
+    if max_grad_norm:
+        assert all(descent == pytest.approx(1e-3, rel=1e-3) for *_, descent, _ in seen)
+    else:
+        assert all(1e-2 < descent < 1e2 for *_, descent, _ in seen)
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    logged = [log["grad_norm"] for log in trainer.state.log_history if "grad_norm" in log]
+    assert len(logged) == STEPS and all(1e-2 < n < 1e2 for n in logged)

@@ -39,8 +39,11 @@ class SAMTrainer(Trainer):
         sam_kwargs: its arguments. ``base_optimizer`` defaults to ``torch.optim.AdamW``; ``lr``,
             the weight decay (not on biases and norms, as ``Trainer`` does), Adam's betas and
             eps, and ``max_grad_norm`` default to the ``TrainingArguments``.
-        *args, **kwargs: as for ``Trainer``. Mixed precision: ``bf16=True``; ``fp16=True``
-            is refused (use the GradScaler recipe in a plain loop).
+        *args, **kwargs: as for ``Trainer``. Mixed precision: ``bf16=True``, or ``fp16=True``:
+            accelerate's GradScaler then unscales both passes inside the optimizer's step (the
+            optimizer tells the scaler it handles scaling itself, so the scaler neither unscales
+            the first pass early nor skips the step; a non-finite gradient in either pass skips
+            it and lowers the scale). The logged ``grad_norm`` is the first pass's, unscaled.
     """
 
     def __init__(
@@ -62,11 +65,6 @@ class SAMTrainer(Trainer):
         self.sam_kwargs = dict(sam_kwargs or {})
         self._window: list[tuple[torch.nn.Module, dict[str, Any], Any]] = []
         super().__init__(*args, **kwargs)
-        if self.args.fp16:
-            raise ValueError(
-                "SAMTrainer does not support fp16=True (accelerate's GradScaler step takes no "
-                "closure): use bf16=True, or the GradScaler recipe in a plain loop"
-            )
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """Build the sharpness-aware optimizer over the trainable parameters."""
@@ -100,14 +98,18 @@ class SAMTrainer(Trainer):
 
     def _feed_second_pass(self, optimizer: SharpnessAwareOptimizer) -> None:
         # Trainer (through accelerate) calls optimizer.step() with no closure; this instance's
-        # step gets the second pass as its closure.
+        # step gets the second pass as its closure, and with fp16 accelerate's GradScaler.
         step = optimizer.step
         if getattr(step, "second_pass_of", None) is self:
             return
+        # torch's GradScaler.step then calls step() as it is, leaving unscaling and skipping
+        # to the optimizer (torch.amp.GradScaler's contract for such optimizers).
+        optimizer._step_supports_amp_scaling = self.accelerator.scaler is not None
 
         def step_with_second_pass(
             closure: Callable[[], Any] | None = None, scaler: Any = None
         ) -> Any:
+            scaler = scaler if scaler is not None else self.accelerator.scaler
             try:
                 return step(closure if closure is not None else self._second_pass, scaler)
             finally:
@@ -133,6 +135,18 @@ class SAMTrainer(Trainer):
             with nullcontext() if last else self.accelerator.no_sync(model):
                 super().training_step(model, dict(inputs), num_items_in_batch)
 
-    def _clip_grad_norm(self, model: torch.nn.Module) -> None:
-        # The Trainer would clip the first pass here; the optimizer clips the descent.
-        return None
+    # Trainer's private hooks, overridden: its clipping (and norm logging) would clip the
+    # first pass and, with fp16, unscale it through accelerate before the optimizer can.
+    def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        # The optimizer clips the descent; this only measures the first pass.
+        return self._first_pass_norm(model)
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        return grad_norm if grad_norm is not None else self._first_pass_norm(model)
+
+    def _first_pass_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        """The first pass's total gradient norm, unscaled, leaving the scaler untouched."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        scaler = self.accelerator.scaler
+        return norm / scaler.get_scale() if scaler is not None else norm

@@ -22,6 +22,7 @@ from .checks import (
     check_scaler,
     param_groups_of,
 )
+from .grad_marks import GradMarks
 
 NORM_EPS = 1e-12
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
@@ -38,6 +39,7 @@ class _Perturbation:
     grad_sqnorms: torch.Tensor  # first-pass ||g_i||^2 of ``params`` (fp32, on device)
     ascent_norm: torch.Tensor  # G, the norm the ascent was normalised by
     scaler: torch.amp.GradScaler | None  # the scaler that unscaled the first pass
+    caller_first_pass: bool = False  # step(closure) was given a first pass it did not run
 
 
 class SharpnessAwareOptimizer(torch.optim.Optimizer):
@@ -81,6 +83,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self._backups = BackupArena()
         self._perturbation: _Perturbation | None = None
+        self._marks = GradMarks()
         self.max_grad_norm = max_grad_norm
         self.last_step_skipped = False
 
@@ -93,6 +96,12 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def backup_nbytes(self) -> int:
         """Bytes held for weight backups (grows to the largest set perturbed so far)."""
         return self._backups.nbytes
+
+    @property
+    def is_perturbed(self) -> bool:
+        """True between :meth:`first_step` and :meth:`second_step`: a closure called now runs
+        the second pass (wrap it in :func:`~slsam_kernels.utils.frozen_bn_stats`)."""
+        return self._perturbation is not None
 
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Hook for subclasses: reject param groups before anything is built."""
@@ -191,7 +200,9 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             # goes through the base optimizer (same parameters), so scaler.update() sees the
             # inf checks of both passes.
             scaler.unscale_(self.base_optimizer)
-        took_step = self._prepare_descent(perturbation.ascent_norm)
+        took_step = self._prepare_descent(
+            perturbation.ascent_norm, refuse_zero_ascent=perturbation.caller_first_pass
+        )
         # The fused kernels take plain tensors, and the base optimizer's state is keyed by
         # the DTensor parameters: sharded parameters restore, then step on their own.
         fused = (
@@ -212,6 +223,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self._after_descent(perturbation, took_step)
         if zero_grad:
             self.zero_grad()
+        self._marks.record(self._all_params())
 
     def _restore(self) -> None:
         if self._perturbation is not None:
@@ -221,27 +233,47 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
     def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
         """Hook for subclasses, run after every second_step."""
 
-    def _prepare_descent(self, ascent_norm: torch.Tensor | None = None) -> bool:
+    def _prepare_descent(
+        self, ascent_norm: torch.Tensor | None = None, refuse_zero_ascent: bool = False
+    ) -> bool:
         """True when every gradient (and the ascent norm) is finite, after clipping the
         gradients to ``max_grad_norm``; else warn, record a skipped step and leave them.
-        One host sync."""
+        ``refuse_zero_ascent``: raise (undoing the step) if the ascent norm is 0. One host
+        sync."""
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         descent_sq = self._grad_sqnorms(grads, None).sum() if grads else None
-        took_step = self._gradients_finite(descent_sq, ascent_norm)
+        took_step = self._gradients_finite(descent_sq, ascent_norm, refuse_zero_ascent)
         if took_step and grads and self.max_grad_norm is not None:
             coef = self.max_grad_norm / (descent_sq.sqrt() + CLIP_EPS)
             torch._foreach_mul_(self._local(grads), coef.clamp(max=1.0))
         return took_step
 
     def _gradients_finite(
-        self, descent_sq: torch.Tensor | None, ascent_norm: torch.Tensor | None
+        self,
+        descent_sq: torch.Tensor | None,
+        ascent_norm: torch.Tensor | None,
+        refuse_zero_ascent: bool = False,
     ) -> bool:
         """True when the descent ``sum ||g_i||^2`` (and the ascent norm) are finite; else warn
-        and record a skipped step."""
+        and record a skipped step. ``refuse_zero_ascent``: a zero ascent norm raises."""
         finite = None if descent_sq is None else torch.isfinite(descent_sq)
         if ascent_norm is not None:
             ascent_ok = torch.isfinite(ascent_norm)
             finite = ascent_ok if finite is None else finite & ascent_ok
+        if refuse_zero_ascent and ascent_norm is not None:
+            # Folded into the one host sync: [finite, zero ascent].
+            finite_flag, zero = torch.stack([finite, ascent_norm == 0]).tolist()
+            if zero:
+                self._restore()
+                raise ValueError(
+                    "step(closure): the gradients were written since this optimizer's last "
+                    "step() or zero_grad(), so they were taken for the first pass, but they are "
+                    "zero everywhere: zeroed in place by something else (e.g. "
+                    "model.zero_grad(set_to_none=False)) or a first pass with no gradient. "
+                    "Call this optimizer's zero_grad() to let step(closure) run both passes, "
+                    "or use first_step()/second_step() (the step was undone)"
+                )
+            finite = torch.tensor(finite_flag)
         self.last_step_skipped = finite is not None and not bool(finite)
         if self.last_step_skipped:
             warnings.warn(
@@ -257,8 +289,16 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         closure: Callable[[], Any] | None = None,
         scaler: torch.amp.GradScaler | None = None,
     ) -> Any:
-        """One full step. Call ``loss.backward()`` first; ``closure`` must recompute the loss
-        and call ``backward()`` (at the perturbed weights). Returns the closure's result.
+        """One full step; ``closure`` recomputes the loss and calls ``backward()``. Two forms:
+
+        * the caller did the first backward (at ``w``): the closure runs once, at the
+          perturbed weights; returns its result (davda54/sam's form);
+        * closure-only (no gradient written since this optimizer's last ``step()`` or
+          ``zero_grad()``): the closure runs at ``w`` too, first; returns that result.
+
+        They are told apart by whether a gradient was written since this optimizer last
+        stepped or zeroed them (see :meth:`first_pass_pending`). Gradients written since but
+        zero everywhere (zeroed in place by something else) are ambiguous and raise.
 
         Mixed precision: backpropagate ``scaler.scale(loss)`` in both passes, pass the scaler
         here and call ``scaler.update()`` after the step."""
@@ -267,12 +307,53 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}.step() needs a closure that recomputes the loss and "
                 "calls loss.backward(); or call first_step() and second_step() yourself"
             )
-        return self._sam_step(closure, scaler)
+        return self._two_pass_step(closure, scaler)
+
+    def _two_pass_step(
+        self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None
+    ) -> Any:
+        """The SAM step in whichever form the gradients call for."""
+        if not self.first_pass_pending():
+            return self._sam_step(closure, scaler, caller_first_pass=True)
+        loss = self._first_pass(closure)
+        self._sam_step(closure, scaler)
+        return loss
+
+    def first_pass_pending(self) -> bool:
+        """True when no gradient was written since this optimizer's last ``step()`` or
+        ``zero_grad()`` (each ``.grad`` is None, or the very tensor left then, unchanged):
+        ``step(closure)`` then runs the first pass through the closure too."""
+        return not self._marks.written_since(self._all_params())
+
+    def _first_pass(self, closure: Callable[[], Any]) -> Any:
+        """Run ``closure`` at ``w`` on empty gradients; refuse one that writes none."""
+        self.zero_grad()  # the gradients left by the last step are stale
+        with torch.enable_grad():
+            loss = closure()
+        if self.first_pass_pending():
+            raise RuntimeError(
+                "step(closure) ran the closure for the first pass and it wrote no gradient: it "
+                "must recompute the loss and call loss.backward()"
+            )
+        return loss
+
+    def _all_params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As ``torch.optim.Optimizer.zero_grad``; afterwards ``step(closure)`` takes the
+        first pass through the closure."""
+        super().zero_grad(set_to_none=set_to_none)
+        self._marks.record(self._all_params())
 
     def _sam_step(
-        self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None = None
+        self,
+        closure: Callable[[], Any],
+        scaler: torch.amp.GradScaler | None = None,
+        caller_first_pass: bool = False,
     ) -> Any:
         self.first_step(zero_grad=True, scaler=scaler)
+        self._perturbation.caller_first_pass = caller_first_pass
         try:
             with torch.enable_grad():
                 loss = closure()

@@ -25,7 +25,9 @@ class RST(SharpnessAwareOptimizer):
         seed: seeds the coin flips; None draws a fresh seed (under ``torch.distributed``, on
             the first rank, shared with the others, so every rank flips alike).
 
-    On a plain step the closure is not called and :meth:`step` returns None.
+    On a plain step the closure is called only in the closure-only form (no first backward
+    done; see :meth:`SharpnessAwareOptimizer.step`), for the gradient at ``w``, and
+    :meth:`step` returns its result; otherwise it is not called and :meth:`step` returns None.
     ``last_step_was_sam`` tells which kind the last step was.
     """
 
@@ -80,12 +82,23 @@ class RST(SharpnessAwareOptimizer):
         coin = torch.rand((), dtype=torch.float64, generator=self._generator).item()
         try:
             sam_step = coin < sam_prob
-            loss = self._sam_step(closure, scaler) if sam_step else self._base_step(scaler)
+            loss = (
+                self._two_pass_step(closure, scaler)
+                if sam_step
+                else self._plain_step(closure, scaler)
+            )
         except BaseException:
             self._generator.set_state(generator_before)
             raise
         self.last_step_was_sam = sam_step
         self.step_index += 1
+        return loss
+
+    def _plain_step(self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None) -> Any:
+        """The plain step, its first pass taken through ``closure`` if the caller did none."""
+        loss = self._first_pass(closure) if self.first_pass_pending() else None
+        self._base_step(scaler)
+        self._marks.record(self._all_params())
         return loss
 
     @torch.no_grad()
