@@ -94,6 +94,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         """Bytes held for weight backups (grows to the largest set perturbed so far)."""
         return self._backups.nbytes
 
+    @property
+    def backup_buffers(self) -> list[torch.Tensor]:
+        """The flat buffers the weight backups live in (for memory accounting)."""
+        return self._backups.buffers
+
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Hook for subclasses: reject param groups before anything is built."""
 
