@@ -167,8 +167,8 @@ def count_launches(fn: Callable[[], object], device: torch.device) -> int:
 
 def peak_extra_mib(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory above the level at the call's start, MiB: CUDA allocated bytes, or on the
-    CPU the process's peak RSS (page granularity; allocator caching can hide reuse). The
-    caller collects garbage between cases, not here (it costs ~0.1 s a call)."""
+    CPU live tensor bytes op by op (``TensorMemoryMeter``). The caller collects garbage
+    between cases, not here (it costs ~0.1 s a call)."""
     with PeakMemory(device, collect=False) as peak:
         fn()
         synchronize(device)
@@ -179,5 +179,5 @@ def memory_method(device: torch.device) -> str:
     return (
         "CUDA max_memory_allocated above the start"
         if device.type == "cuda"
-        else "process peak RSS (VmHWM, reset via /proc/self/clear_refs) above the start"
+        else "peak live tensor bytes above the start, op by op (TensorMemoryMeter)"
     )

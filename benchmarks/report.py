@@ -8,6 +8,19 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import memory_breakdown
+
+MEMORY_HEAD = (
+    "### Peak tensor memory of one warm step, MiB (CPU)\n\n"
+    "Live tensor bytes after every aten op (forward, backward, optimizer), "
+    "`slsam_kernels.utils.memory_breakdown.MemoryBreakdown`; AdamW base, lr 1e-4, wd 0.01; "
+    "3 unmeasured steps, then 5 measured: the row is the step with the highest peak above "
+    "its start, split into what each storage served as (weights, backups, state, gradients, "
+    "saved for the backward, the rest), plus the mean over the 5 steps. The start holds the "
+    "weights, the optimizer state and the backup buffers kept from earlier steps. "
+    "`x SAM` compares the means."
+)
+
 
 def _ms(x: float | None) -> str:
     return "" if x is None else f"{x * 1e3:.3f}"
@@ -116,6 +129,8 @@ def markdown(run: dict[str, Any]) -> str:
         out += ["", "## Kernels and optimizer steps", "", kernel_table(run["kernel_rows"])]
     for result in run["e2e"]:
         out += ["", e2e_table(result)]
+    if run.get("memory"):
+        out += ["", MEMORY_HEAD, "", memory_breakdown.table(run["memory"])]
     return "\n".join(out) + "\n"
 
 

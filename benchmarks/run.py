@@ -31,7 +31,7 @@ from slsam_kernels.demo.cli import DefaultsHelpFormatter
 from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
 from slsam_kernels.utils.provenance import git_revision
 
-from . import e2e, report
+from . import e2e, memory_breakdown, report
 from .cases import run_case
 from .kernel_cases import KERNEL_OPS
 from .measure import memory_method, stream_bandwidth
@@ -63,6 +63,10 @@ class Preset:
     e2e_steps: int
     copy_mib: int
     e2e_methods: list[str] = dataclasses.field(default_factory=lambda: list(e2e.METHODS))
+    # models of the peak-memory breakdown (CPU only: the tensor meter counts CPU storages)
+    memory_models: list[str] = dataclasses.field(
+        default_factory=lambda: ["cpu-small", "efficientnet-lite0"]
+    )
 
 
 _GRID = ((10, 100, 1000, 10_000), (1024, 65_536, 2**20, 16 * 2**20))
@@ -70,7 +74,7 @@ _ADVERSARIAL = ["huge_and_tiny", "odd_sizes"]
 PRESETS: dict[tuple[str, str], Preset] = {
     ("cpu", "quick"): Preset(
         ["grid:100x10000"], ["fp32", "bf16"], [1.0], [0.22], ["odd_sizes:300x4099"],
-        list(ALL_OPS), ["tiny"], 5, 2, 5, 64,
+        list(ALL_OPS), ["tiny"], 5, 2, 5, 64, memory_models=["tiny"],
     ),
     ("cpu", "default"): Preset(
         ["resnet50", "gpt2_124m"], ["fp32", "bf16"], [1.0, 0.22], [0.05, 0.22, 0.5],
@@ -84,18 +88,18 @@ PRESETS: dict[tuple[str, str], Preset] = {
     ),
     ("cuda", "quick"): Preset(
         ["gpt2_124m"], ["fp32", "bf16"], [1.0], [0.22], ["odd_sizes"], list(ALL_OPS),
-        ["gpt2-medium"], 100, 3, 10, 1024,
+        ["gpt2-medium"], 100, 3, 10, 1024, memory_models=[],
     ),
     ("cuda", "default"): Preset(
         ["resnet50", "vit_b16", "roberta_base", "gpt2_124m", "llama_1b3"], ["fp32", "bf16"],
         [1.0, 0.22], [0.05, 0.22, 0.5], [*_grid(*_GRID, 2**30), *_ADVERSARIAL], list(ALL_OPS),
-        ["gpt2-medium", "gpt-1b3"], 100, 5, 20, 2048,
+        ["gpt2-medium", "gpt-1b3"], 100, 5, 20, 2048, memory_models=[],
     ),
     ("cuda", "full"): Preset(
         ["resnet50", "vit_b16", "roberta_base", "gpt2_124m", "llama_1b3", "llama_7b"],
         ["fp32", "bf16", "fp16", "mixed"], [1.0, 0.5, 0.22, 0.05], [0.05, 0.22, 0.5],
         [*_grid(*_GRID, 2**30), *_ADVERSARIAL], list(ALL_OPS), ["gpt2-medium", "gpt-1b3"],
-        100, 5, 30, 4096,
+        100, 5, 30, 4096, memory_models=[],
     ),
 }  # fmt: skip
 
@@ -136,6 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument(flag, type=_csv(kind) if kind else int, default=None, help=help_text)
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel and step rows")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory breakdown")
     return p.parse_args(argv)
 
 
@@ -314,8 +319,11 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
                     log=log,
                 )
             )
+    memory = []
+    if not args.no_memory and device.type == "cpu":
+        memory = memory_breakdown.run(preset.memory_models, device, log=log)
     meta["seconds"] = round(time.perf_counter() - started, 1)
-    run = {"meta": meta, "kernel_rows": rows, "e2e": results}
+    run = {"meta": meta, "kernel_rows": rows, "e2e": results, "memory": memory}
     for path in report.write(run, out, stem):
         log(f"wrote {path}")
     failed = [r for r in rows if not r.get("verified")]

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from benchmarks import e2e, run
+from benchmarks import e2e, memory_breakdown, run
 from benchmarks.cases import Case, Method, run_case
 from benchmarks.kernel_cases import our_backends
 
@@ -58,6 +58,24 @@ def test_quick_run_writes_verified_rows(tmp_path):
     assert by_method["SAM"]["floor_ratio_to_adamw"] == pytest.approx(2.0)
     assert data["meta"]["copy_gbps"] > 0 and data["meta"]["git_rev"]
     assert torch.get_num_threads() == threads  # --threads is undone
+    assert [r["method"] for r in data["memory"]] == list(memory_breakdown.METHODS)
+    assert "Peak tensor memory" in (tmp_path / "t.md").read_text()
+
+
+def test_memory_breakdown_parts_add_up_to_the_peak():
+    rows = memory_breakdown.run(["tiny"], torch.device("cpu"), warmup=1, steps=2, log=lambda _: 0)
+    by_method = {r["method"]: r for r in rows}
+    assert all("error" not in r for r in rows), rows
+    for r in rows:
+        parts = sum(r[p] for p in memory_breakdown.PARTS)
+        assert parts == pytest.approx(r["peak"], abs=1e-6)
+        assert 0 < r["peak above start"] <= r["peak"]
+    weights = by_method["AdamW"]["weights"]
+    assert by_method["AdamW"]["weight backups"] == 0
+    assert by_method["SAM"]["weight backups"] >= weights
+    assert by_method["SL-SAM s=0.2"]["weight backups"] < weights
+    assert by_method["davda54-style SAM loop"]["weight backups"] >= weights
+    assert "| tiny | SL-SAM s=0.2 |" in memory_breakdown.table(rows)
 
 
 def test_a_second_run_refuses_to_overwrite_without_force(tmp_path):

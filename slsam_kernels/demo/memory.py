@@ -1,39 +1,21 @@
 """Peak memory of one training run, measured above the level at its start.
 
-On CUDA: the caching allocator's peak of allocated bytes. On the CPU (Linux): the process's
-peak resident set size (``VmHWM``), reset at the start through ``/proc/self/clear_refs``, after
-returning freed heap memory to the system so that earlier runs' leftovers are not reused
-unseen. Elsewhere the CPU peak is unknown and reported as NaN.
+On CUDA: the caching allocator's peak of allocated bytes. On the CPU: the peak of live tensor
+bytes, op by op (:class:`slsam_kernels.utils.tensor_memory.TensorMemoryMeter`); the process
+RSS, which moves in allocator-sized steps and keeps freed memory, is not used.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import math
-from pathlib import Path
 from types import TracebackType
 
 import torch
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+from ..utils.tensor_memory import TensorMemoryMeter
+
 _MIB = 2**20
-
-
-def _status_kib(field: str) -> int:
-    """One ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"{field} missing from {_STATUS}")
-
-
-def _trim_heap() -> None:
-    """Hand freed malloc memory back to the system (glibc); a no-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 class PeakMemory:
@@ -47,11 +29,12 @@ class PeakMemory:
         self.peak_mib = math.nan
         self._base = 0
         self._collect = collect
+        self._meter: TensorMemoryMeter | None = None
 
     @property
     def description(self) -> str:
         """What ``peak_mib`` measures, for a table header."""
-        return "CUDA allocated" if self.device.type == "cuda" else "process RSS"
+        return "CUDA allocated" if self.device.type == "cuda" else "live tensor bytes"
 
     def __enter__(self) -> PeakMemory:
         if self._collect:
@@ -61,12 +44,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             return self
-        _trim_heap()
-        try:
-            _CLEAR_REFS.write_text("5")  # 5: reset the peak RSS to the current RSS
-            self._base = _status_kib("VmRSS") * 1024
-        except OSError:
-            self._base = -1
+        self._meter = TensorMemoryMeter()
+        self._meter.__enter__()
         return self
 
     def __exit__(
@@ -75,11 +54,10 @@ class PeakMemory:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif self._base >= 0:
-            peak = _status_kib("VmHWM") * 1024
-        else:
+        if self._meter is not None:
+            self._meter.__exit__(exc_type, exc, traceback)
+            self.peak_mib = self._meter.peak_above_start_mib
+            self._meter = None
             return
-        self.peak_mib = (peak - self._base) / _MIB
+        torch.cuda.synchronize(self.device)
+        self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / _MIB

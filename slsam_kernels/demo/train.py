@@ -200,7 +200,7 @@ def warm_up(
     """One untimed step of every method on a throwaway model.
 
     The libraries' one-off initialisation costs seconds on the CPU, and the first run of each
-    code path maps library pages that count in the process RSS: both are charged to no method.
+    code path creates lazily initialised state: both are charged to no method.
     """
     model = build_model().to(run.device).train()
     x = data.train.inputs[: run.batch_size].to(run.device)

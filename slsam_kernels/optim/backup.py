@@ -41,6 +41,11 @@ class BackupArena:
         ]
 
     @property
+    def buffers(self) -> list[torch.Tensor]:
+        """The flat backup buffers, one per (device, dtype)."""
+        return list(self._buffers.values())
+
+    @property
     def nbytes(self) -> int:
         """Bytes held by the backup buffers."""
         return sum(b.numel() * b.element_size() for b in self._buffers.values())

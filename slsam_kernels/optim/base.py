@@ -103,6 +103,11 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         the second pass (wrap it in :func:`~slsam_kernels.utils.frozen_bn_stats`)."""
         return self._perturbation is not None
 
+    @property
+    def backup_buffers(self) -> list[torch.Tensor]:
+        """The flat buffers the weight backups live in (for memory accounting)."""
+        return self._backups.buffers
+
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Hook for subclasses: reject param groups before anything is built."""
 
