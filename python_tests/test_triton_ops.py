@@ -153,8 +153,10 @@ def test_offsets_beyond_int32_reach_their_tensors() -> None:
     from slsam_kernels.triton import _tables, restore
 
     base_dst, base_src = torch.empty(0, device=DEVICE), torch.empty(0, device=DEVICE)
-    dst = torch.full((20000,), float("nan"), device=DEVICE)
-    src = torch.randn(20000, device=DEVICE)
+    # Views into 40 MiB buffers: above glibc's largest mmap threshold (32 MiB), so they are
+    # mmapped, far above 8 GiB; a small buffer can come from the heap below 2^31 * 4 bytes.
+    dst = torch.empty(10 * 2**20, device=DEVICE)[:20000].fill_(float("nan"))
+    src = torch.empty(10 * 2**20, device=DEVICE)[:20000].normal_()
     table = _tables.build([[base_dst, dst], [base_src, src]], [0, 1], 16384)
     assert int(table.table[0, 1]) > 2**31 and table.num_items == 2
     restore._copy_kernel[(table.num_items,)](
