@@ -23,6 +23,8 @@ class StepProgress:
         self.total, self.desc, self.enabled = total, desc, enabled
         self.stream = sys.stderr if stream is None else stream
         self.every = max(1, total // LINES_PER_RUN)
+        #: Steps reported so far.
+        self.done = 0
         self._bar: Any = None
         if enabled and self.stream.isatty():
             try:
@@ -43,6 +45,7 @@ class StepProgress:
 
     def update(self, step: int, loss: float | None) -> None:
         """Step ``step`` (0-based) is done; ``loss`` when :meth:`wants_loss` said so."""
+        self.done = step + 1
         if self._bar is not None:
             if loss is not None:
                 self._bar.set_postfix(loss=f"{loss:.3f}")
