@@ -382,3 +382,15 @@ def test_backup_arena_holds_exactly_what_it_needs_in_the_parameters_dtype():
     assert [v.shape for v in views] == [p.shape for p in params]
     assert views[1].data_ptr() - views[0].data_ptr() == 64  # the next 64-byte boundary
     assert arena.nbytes == 2 * (32 + 15)
+
+
+def test_a_param_groups_own_rho_is_checked_and_a_fresh_optimizer_has_skipped_nothing():
+    model = make_model()
+    groups = [{"params": [model.scale], "rho": -1.0}, {"params": list(model.fc1.parameters())}]
+    with pytest.raises(ValueError, match=r"^rho must be finite and >= 0, got -1\.0$"):
+        SAM(groups, torch.optim.SGD, lr=0.1)
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    assert opt.last_step_skipped is False and opt.ascent == "global"
+    with opt.first_pass(model):  # the global ascent needs no no_sync(): a no-op context
+        loss_of(model, make_batches(1)[0]).backward()
+    assert model.scale.grad is not None
