@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := dataset-fashion-mnist
 
-.PHONY: setup data demo evaluate test lint bench gpu-check
+.PHONY: setup data demo evaluate test lint bench gpu-check mutation
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,14 @@ gpu-check:
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Mutation testing of slsam_kernels/optim/ and reference/ against the fast tests ([tool.mutmut]
+# in pyproject.toml; about 40 min on 2 idle cores, resumable: a rerun tests only what is left).
+# MUTATION_JOBS: parallel workers. Prints the survivors; `$(VENV)/bin/mutmut show NAME` shows
+# one. OMP_NUM_THREADS=1: mutmut forks its workers from a process that already ran torch, and
+# torch's OpenMP pool hangs after a fork (every mutant then times out).
+MUTATION_JOBS ?= 2
+mutation: setup
+	$(PY) -m pip install -q --no-build-isolation -e ".[mutation]"
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
+	$(VENV)/bin/mutmut results
