@@ -10,7 +10,7 @@ import torch
 from builders import loss_of, make_batches, make_model
 
 from slsam_kernels import RST, SAM, SLSAM, ops
-from slsam_kernels.optim.rng import check_generator_state
+from slsam_kernels.optim.checkpoint import check_generator_state
 from slsam_kernels.reference import grad_sqnorms
 
 
@@ -60,14 +60,6 @@ def test_loaded_probabilities_are_fp32_and_independent_of_the_state_dict():
     opt.load_state_dict(state)
     state["sharpness_aware"]["probs"].fill_(0.01)  # the caller's tensor, not the optimizer's
     torch.testing.assert_close(opt.probs, wanted.float(), rtol=0, atol=0)
-
-
-def test_slsam_rejects_a_plain_base_optimizer_state_dict():
-    model = make_model()
-    plain = torch.optim.AdamW(model.parameters(), lr=1e-2).state_dict()
-    opt = make_slsam(model)
-    with pytest.raises(ValueError, match=r"not from an SLSAM over the same 7 arms"):
-        opt.load_state_dict(plain)
 
 
 def test_sam_loads_a_plain_base_optimizer_state_dict():
@@ -334,11 +326,8 @@ def test_an_overflowing_ascent_norm_skips_the_step():
     assert torch.equal(w.detach(), torch.ones(2))
 
 
-def test_a_step_without_any_gradient_changes_nothing_and_raises_nothing():
+def test_a_second_pass_without_any_gradient_restores_and_is_not_a_skip():
     w, _ = linear_problem([1.0, 2.0])
-    rst = RST([w], torch.optim.SGD, lr=0.1, sam_prob=0.0, seed=0)
-    rst.step(lambda: None)
-    assert not rst.last_step_skipped
     sam = SAM([w], torch.optim.SGD, lr=0.1)
     (w * 3).sum().backward()
     sam.first_step(zero_grad=True)
