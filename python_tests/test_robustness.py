@@ -323,3 +323,23 @@ def test_a_failed_rst_step_leaves_the_coin_where_it_was():
         opt.zero_grad()
         flips.append(opt.last_step_was_sam)
     assert flips == expected and opt.step_index == len(batches)
+
+
+@pytest.mark.parametrize("form", ["closure", "manual", "rst-plain"])
+def test_the_skipped_step_warning_names_the_callers_line(form):
+    model = make_model()
+    batch = make_batches(1)[0]
+    if form == "rst-plain":
+        opt = RST(model.parameters(), torch.optim.SGD, sam_prob=0.0, lr=0.1)
+    else:
+        opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    loss_of(model, batch).backward()
+    next(iter(model.parameters())).grad[0] = math.nan
+    with pytest.warns(RuntimeWarning, match="this step was skipped") as caught:
+        if form == "manual":
+            opt.first_step(zero_grad=True)
+            loss_of(model, batch).backward()
+            opt.second_step()
+        else:
+            opt.step(lambda: loss_of(model, batch).backward())
+    assert caught[0].filename == __file__

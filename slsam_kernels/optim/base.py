@@ -23,6 +23,7 @@ from .checks import (
     param_groups_of,
 )
 from .grad_marks import GradMarks
+from .warn import user_stacklevel
 
 NORM_EPS = 1e-12
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
@@ -285,7 +286,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__}: a gradient held inf or NaN, so this step was skipped; "
                 "the weights and optimizer state are as they were before it",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
         return not self.last_step_skipped
 
