@@ -147,16 +147,18 @@ def test_table_offsets_are_64_bit() -> None:
 
 
 def test_offsets_beyond_int32_reach_their_tensors() -> None:
-    """A launch addresses tensor i at ``base + offset[i]``; with an empty base (address 0) the
-    offsets are absolute addresses / element size, far above 2^31, so any 32-bit truncation
-    in the offset arithmetic would write the wrong memory."""
+    """A launch addresses tensor i at ``base + offset[i]``; with offsets above 2^31 elements
+    any 32-bit truncation in the offset arithmetic would write the wrong memory."""
     from slsam_kernels.triton import _tables, restore
 
-    base_dst, base_src = torch.empty(0, device=DEVICE), torch.empty(0, device=DEVICE)
-    # Views into 40 MiB buffers: above glibc's largest mmap threshold (32 MiB), so they are
-    # mmapped, far above 8 GiB; a small buffer can come from the heap below 2^31 * 4 bytes.
-    dst = torch.empty(10 * 2**20, device=DEVICE)[:20000].fill_(float("nan"))
-    src = torch.empty(10 * 2**20, device=DEVICE)[:20000].normal_()
+    # One buffer of over 2^31 fp32 elements puts both tensors past 2^31 elements from their
+    # bases wherever the allocator puts it; torch.empty writes no page, so on the CPU only
+    # the pages of dst and src are ever touched.
+    far = 2**31 + 1024
+    buffer = torch.empty(far + 40000, device=DEVICE)
+    base_dst, base_src = buffer[:0], buffer[1:1]  # empty views: bases, not items
+    dst = buffer[far : far + 20000].fill_(float("nan"))
+    src = buffer[far + 20000 :].normal_()
     table = _tables.build([[base_dst, dst], [base_src, src]], [0, 1], 16384)
     assert int(table.table[0, 1]) > 2**31 and table.num_items == 2
     restore._copy_kernel[(table.num_items,)](

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -115,7 +116,8 @@ class TensorMemoryMeter(TorchDispatchMode):
         return out
 
     def _enrol(self, tensor: torch.Tensor) -> int | None:
-        if tensor.device.type != "cpu" or tensor.layout != torch.strided:
+        # Fake tensors (torch.compile's tracing leaves them reachable from gc) hold no memory
+        if tensor.device.type != "cpu" or tensor.layout != torch.strided or is_fake(tensor):
             return None
         try:
             storage = tensor.untyped_storage()
@@ -123,6 +125,8 @@ class TensorMemoryMeter(TorchDispatchMode):
             return None
         key = storage._cdata
         nbytes = storage.nbytes()
+        if not isinstance(nbytes, int):  # symbolic sizes: a traced tensor, no memory
+            return None
         known = self._live.get(key)
         if known is not None:
             entry = known[0]
