@@ -6,7 +6,7 @@ from builders import loss_of, make_batches, make_model, train
 
 peft = pytest.importorskip("peft", reason="needs peft: pip install peft")
 
-from slsam_kernels import SLSAM, arms_by_module  # noqa: E402
+from slsam_kernels import BAR, SLSAM, arms_by_module, lora_pairs  # noqa: E402
 
 
 def lora_model():
@@ -38,3 +38,34 @@ def test_only_adapters_are_arms_and_the_base_stays_frozen(by_module):
     assert all(torch.equal(named[n], w) for n, w in base.items())
     assert any(not torch.equal(named[n], w) for n, w in adapter_start.items())
     assert loss_of(model, make_batches(1)[0]).isfinite()
+
+
+def test_lora_pairs_gives_b_and_a_of_each_adapted_module_and_bar_trains_them():
+    model = lora_model()
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    pairs = lora_pairs(model)
+    prefix = "base_model.model"
+    assert [(name_of[id(x)], name_of[id(y)]) for x, y in pairs] == [
+        (f"{prefix}.{m}.lora_B.default.weight", f"{prefix}.{m}.lora_A.default.weight")
+        for m in ("fc1", "fc2")
+    ]
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    start = [(x.detach().clone(), y.detach().clone()) for x, y in pairs]
+    opt = BAR(model.parameters(), torch.optim.AdamW, pairs, mu=1.0, lr=1e-2)
+    for batch in make_batches(3):
+        loss_of(model, batch).backward()
+        opt.step()
+        opt.zero_grad()
+    named = dict(model.named_parameters())
+    assert all(torch.equal(named[n], w) for n, w in frozen.items())
+    assert all(not torch.equal(x, x0) for (x, _), (x0, _) in zip(pairs, start, strict=True))
+
+
+def test_lora_pairs_leaves_out_a_frozen_adapter():
+    model = lora_model()
+    model.add_adapter("second", peft.LoraConfig(r=2, target_modules=["fc1"]))
+    assert len(lora_pairs(model)) == 2  # the active adapter's; "second" is not trained
+    for name, p in model.named_parameters():
+        if ".second." in name:
+            p.requires_grad_(True)
+    assert len(lora_pairs(model)) == 3

@@ -1,6 +1,17 @@
-"""Fast, exact SAM and Sparse Layer SAM (SL-SAM) optimizers for PyTorch."""
+"""Fast, exact SAM, Sparse Layer SAM (SL-SAM), RST and BAR optimizers for PyTorch."""
 
+from . import schedules
 from ._version import __version__
-from .optim import RST, SAM, SLSAM, SharpnessAwareOptimizer, arms_by_module
+from .optim import BAR, RST, SAM, SLSAM, SharpnessAwareOptimizer, arms_by_module, lora_pairs
 
-__all__ = ["RST", "SAM", "SLSAM", "SharpnessAwareOptimizer", "__version__", "arms_by_module"]
+__all__ = [
+    "BAR",
+    "RST",
+    "SAM",
+    "SLSAM",
+    "SharpnessAwareOptimizer",
+    "__version__",
+    "arms_by_module",
+    "lora_pairs",
+    "schedules",
+]

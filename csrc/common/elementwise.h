@@ -63,17 +63,20 @@ struct AdamScalars {
   float bias_correction2_sqrt;
   float eps;
   float neg_step_size;  // -lr / (1 - beta1^step)
+  float prescale;  // BAR's factor on w before the step (rounded once, as w.mul_(c)), else 1
 };
-constexpr int kAdamScalarCount = 8;
+constexpr int kAdamScalarCount = 9;
 
 // One element of torch's _single_tensor_adam (amsgrad, maximize off) starting from the backup
-// `w`; updates m and v in place and returns the new weight (unrounded). The two branches
-// torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
+// `w` times `prescale`; updates m and v in place and returns the new weight (unrounded). The
+// two branches torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
 // kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
 // |1 - beta1| < 0.5, see ATen/native/Lerp.h).
 template <typename T, bool kL2, bool kSmallLerpWeight>
 C10_HOST_DEVICE inline float adam_element(float w, float g, T& m_ref, T& v_ref,
                                           const AdamScalars& s) {
+  // prescale is exactly 1 outside BAR, and rounded<T>(w * 1) == w for a T value.
+  w = rounded<T>(w * s.prescale);
   if constexpr (kL2) {
     g = rounded<T>(add_scaled(g, s.l2, w));
   }
@@ -105,10 +108,11 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void with_flags(Body&& body, bool flag, Bools.
   }
 }
 
-// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight.
-template <typename Body>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void with_adam_flags(const AdamScalars& s, Body&& body) {
-  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f);
+// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight, then `extra`.
+template <typename Body, typename... Extra>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_adam_flags(const AdamScalars& s, Body&& body,
+                                                       Extra... extra) {
+  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f, extra...);
 }
 
 // Scalars of one tensor's SGD step.
@@ -119,14 +123,16 @@ struct SgdScalars {
   float neg_lr;
   float nesterov;  // 0 or 1
   float first_step;  // 1: the momentum buffer is new, torch's rule buf = d_p applies
+  float prescale;  // BAR's factor on w before the step, as in AdamScalars
 };
-constexpr int kSgdScalarCount = 6;
+constexpr int kSgdScalarCount = 7;
 
-// One element of torch's _single_tensor_sgd (maximize off) from the backup `w`; `buf` is the
-// momentum buffer element (unused without kMomentum: torch keeps no buffer then). Returns the
+// One element of torch's _single_tensor_sgd (maximize off) from the backup `w` times
+// `prescale`; `buf` is the momentum buffer element (unused without kMomentum: torch keeps no buffer then). Returns the
 // new weight (unrounded). kFirstStep: the buffer is new, torch's rule buf = d_p applies.
 template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
 C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScalars& s) {
+  w = rounded<T>(w * s.prescale);
   if constexpr (kWeightDecay) {
     g = rounded<T>(add_scaled(g, s.weight_decay, w));
   }
@@ -141,11 +147,13 @@ C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScal
   return add_scaled(w, s.neg_lr, g);
 }
 
-// The flags of sgd_element for one tensor: kWeightDecay, kMomentum, kFirstStep, kNesterov.
-template <typename Body>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void with_sgd_flags(const SgdScalars& s, bool momentum, Body&& body) {
+// The flags of sgd_element for one tensor: kWeightDecay, kMomentum, kFirstStep, kNesterov,
+// then `extra`.
+template <typename Body, typename... Extra>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void with_sgd_flags(const SgdScalars& s, bool momentum,
+                                                      Body&& body, Extra... extra) {
   with_flags(body, s.weight_decay != 0.0f, momentum, momentum && s.first_step != 0.0f,
-             momentum && s.nesterov != 0.0f);
+             momentum && s.nesterov != 0.0f, extra...);
 }
 
 }  // namespace slsam

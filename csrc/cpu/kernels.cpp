@@ -99,26 +99,30 @@ __attribute__((always_inline)) inline void perturb(T* __restrict__ w, const T* _
 // marks, so a lambda left out of line would run baseline code.
 #define SLSAM_INLINE_LAMBDA __attribute__((always_inline))
 
-template <typename T, bool kL2, bool kSmallLerpWeight>
+// kInPlace: the step starts from w itself (BAR's rescaled step; the caller passed w as its
+// backup), read through w: a restrict-qualified backup aliasing w would be undefined.
+template <typename T, bool kL2, bool kSmallLerpWeight, bool kInPlace>
 __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __restrict__ g,
                                                 const T* __restrict__ backup,
                                                 T* __restrict__ m, T* __restrict__ v,
                                                 int64_t n, const AdamScalars s) {
   for (int64_t i = 0; i < n; ++i) {
     w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
-        static_cast<float>(backup[i]), static_cast<float>(g[i]), m[i], v[i], s));
+        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m[i], v[i],
+        s));
   }
 }
 
-template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
+          bool kInPlace>
 __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __restrict__ g,
                                                const T* __restrict__ backup,
                                                T* __restrict__ buffer, int64_t n,
                                                const SgdScalars s) {
   for (int64_t i = 0; i < n; ++i) {
     w[i] = from_float<T>(sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
-        static_cast<float>(backup[i]), static_cast<float>(g[i]), kMomentum ? buffer + i : nullptr,
-        s));
+        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]),
+        kMomentum ? buffer + i : nullptr, s));
   }
 }
 
@@ -142,20 +146,26 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
   }                                                                                            \
   SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,          \
                                        T* exp_avg_sq, int64_t n, const AdamScalars& s) {       \
-    with_adam_flags(s, [&]<bool kL2, bool kSmall>() SLSAM_INLINE_LAMBDA {                      \
-      adam<compute_t<T>, kL2, kSmall>(as_compute(w), as_compute(g), as_compute(backup),        \
-                                      as_compute(exp_avg), as_compute(exp_avg_sq), n, s);      \
-    });                                                                                        \
+    with_adam_flags(                                                                           \
+        s,                                                                                     \
+        [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {                      \
+          adam<compute_t<T>, kL2, kSmall, kInPlace>(                                           \
+              as_compute(w), as_compute(g), kInPlace ? nullptr : as_compute(backup),           \
+              as_compute(exp_avg), as_compute(exp_avg_sq), n, s);                              \
+        },                                                                                     \
+        backup == w);                                                                          \
   }                                                                                            \
   SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer,   \
                                       int64_t n, const SgdScalars& s) {                        \
-    with_sgd_flags(s, momentum_buffer != nullptr,                                              \
-                   [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>()             \
-                       SLSAM_INLINE_LAMBDA {                                                   \
-                         sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov>(              \
-                             as_compute(w), as_compute(g), as_compute(backup),                 \
-                             as_compute(momentum_buffer), n, s);                               \
-                       });                                                                     \
+    with_sgd_flags(                                                                            \
+        s, momentum_buffer != nullptr,                                                         \
+        [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov, bool kInPlace>()         \
+            SLSAM_INLINE_LAMBDA {                                                              \
+              sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(               \
+                  as_compute(w), as_compute(g), kInPlace ? nullptr : as_compute(backup),       \
+                  as_compute(momentum_buffer), n, s);                                          \
+            },                                                                                 \
+        backup == w);                                                                          \
   }
 
 SLSAM_DEFINE_BLOCK_KERNELS(float)

@@ -21,10 +21,12 @@ def fused_restore_step(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
     backups: Sequence[torch.Tensor],
+    prescales: Sequence[float] | None = None,
 ) -> bool:
-    """Restore ``params`` from ``backups`` and take ``optimizer``'s step in one pass; True when
-    done, False (with nothing changed) when the planner declines."""
-    fused = plan(optimizer, params, backups)
+    """Restore ``params`` from ``backups`` (each first scaled by its ``prescales`` entry) and
+    take ``optimizer``'s step in one pass; True when done, False (with nothing changed) when
+    the planner declines."""
+    fused = plan(optimizer, params, backups, prescales)
     if fused is None or (fused.params and not _launch(fused)):
         return False
     fused.commit()

@@ -15,9 +15,11 @@ from . import backends
 class BoundOps:
     """The operations of one resolved backend. Callers pass inputs they built consistently.
 
-    ``fused_restore_step(optimizer, params, backups) -> bool`` restores ``params`` from
-    ``backups`` and takes ``optimizer``'s step in one pass when the backend supports that
-    optimizer's configuration, returning True; otherwise it changes nothing and returns False.
+    ``fused_restore_step(optimizer, params, backups, prescales=None) -> bool`` restores
+    ``params`` from ``backups`` (each then scaled by its ``prescales`` entry: BAR, which passes
+    the params as their own backups) and takes ``optimizer``'s step in one pass when the
+    backend supports that optimizer's configuration, returning True; otherwise it changes
+    nothing and returns False.
 
     ``bandit_update`` and ``sample_active`` have the signatures of the reference functions
     (:mod:`slsam_kernels.reference.bandit`; ``rule=`` and ``exploration=`` come checked and
@@ -57,7 +59,10 @@ def bind(backend: str, device: torch.device) -> BoundOps:
 
 
 def _no_fused_restore_step(
-    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], backups: list[torch.Tensor]
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    backups: list[torch.Tensor],
+    prescales: list[float] | None = None,
 ) -> bool:
     """The fallback: the caller restores and lets ``optimizer`` step on its own."""
     return False

@@ -21,6 +21,11 @@ same on every backend:
   Adam's existing ``step`` is a CPU scalar tensor (torch's layout without capturable/fused).
 - A backed-up param without a gradient is restored only, as torch's step skips it.
 
+``prescales`` (BAR's rescale) gives each stepped tensor a factor the kernels apply to the
+weight they start from, ``w <- prescale * w`` rounded once to the param's dtype as torch's
+``w.mul_(prescale)`` rounds, before the step (1 elsewhere, which is exact); BAR passes the
+params themselves as their backups, so the fused step runs in place without a restore.
+
 Missing state is created as torch's first step creates it (``step`` a CPU scalar of torch's
 scalar dtype, zeroed ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer`` on the first
 momentum step), but installed only by :meth:`FusedPlan.commit`. Coefficients are computed per
@@ -48,6 +53,7 @@ ADAM_COLUMNS = (
     "bias_correction2_sqrt",
     "eps",
     "neg_step_size",
+    "prescale",
 )
 SGD_COLUMNS = (
     "weight_decay",
@@ -56,6 +62,7 @@ SGD_COLUMNS = (
     "neg_lr",
     "nesterov",
     "first_step",
+    "prescale",
 )
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -107,13 +114,16 @@ def plan(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
     backups: Sequence[torch.Tensor],
+    prescales: Sequence[float] | None = None,
 ) -> FusedPlan | None:
-    """The fused restore + step of ``optimizer`` for ``params`` restored from ``backups``, or
-    None when the rules of the module docstring decline it (nothing is changed either way)."""
+    """The fused restore + step of ``optimizer`` for ``params`` restored from ``backups``
+    (each stepped one first scaled by its ``prescales`` entry, if given), or None when the
+    rules of the module docstring decline it (nothing is changed either way)."""
     kind = _KINDS.get(type(optimizer))
     if kind is None or not step_is_plain(optimizer):
         return None
     backup_of = dict(zip(params, backups, strict=True))
+    prescale_of = {} if prescales is None else dict(zip(params, prescales, strict=True))
     result = FusedPlan(kind, optimizer.state)
     checked: list[_Checked] = []
     device = None
@@ -144,17 +154,19 @@ def plan(
         result.params.append(p)
         result.grads.append(grad)
         result.backups.append(backup)
+        prescale = float(prescale_of.get(p, 1.0))
         if kind == "adam":
-            _add_adam(result, rows, p, state)
+            _add_adam(result, rows, p, state, prescale)
         else:
-            _add_sgd(result, rows, p, (state or {}) if group["momentum"] != 0 else None)
+            state = (state or {}) if group["momentum"] != 0 else None
+            _add_sgd(result, rows, p, state, prescale)
     return result
 
 
 def _group_rows(kind: str, group: dict[str, Any], decoupled_default: bool) -> _Rows | None:
-    """``rows(x)``: the coefficient row of a tensor of ``group`` (Adam: ``x`` is the step
-    count after the increment; SGD: ``x`` is the first-step flag); None when the group holds
-    an option or a hyperparameter the kernels do not take."""
+    """``rows(x)``: the coefficient row of a tensor of ``group``, all but its prescale (Adam:
+    ``x`` is the step count after the increment; SGD: ``x`` is the first-step flag); None when
+    the group holds an option or a hyperparameter the kernels do not take."""
     if any(group.get(flag) for flag in _OFF_FLAGS[kind]):
         return None
     lr, weight_decay = group["lr"], group["weight_decay"]
@@ -251,7 +263,7 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> None:
+def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, prescale: float) -> None:
     if not state:
         state = result.new_state[p] = {
             "step": torch.tensor(0.0, dtype=_scalar_dtype()),
@@ -262,10 +274,10 @@ def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> No
     result.exp_avg_sqs.append(state["exp_avg_sq"])
     result.steps.append(state["step"])
     # torch adds 1 to the step tensor, then reads it as a Python float
-    result.coefficients.append(rows(state["step"].item() + 1.0))
+    result.coefficients.append((*rows(state["step"].item() + 1.0), prescale))
 
 
-def _add_sgd(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> None:
+def _add_sgd(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, prescale: float) -> None:
     """``state`` is None for a group without momentum (no buffer, none created)."""
     buffer = None if state is None else state.get("momentum_buffer")
     first_step = state is not None and buffer is None
@@ -274,4 +286,4 @@ def _add_sgd(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any) -> Non
         buffer = torch.zeros_like(p, memory_format=torch.preserve_format)
         result.new_state[p] = {"momentum_buffer": buffer}
     result.momentum_buffers.append(buffer)
-    result.coefficients.append(rows(first_step))
+    result.coefficients.append((*rows(first_step), prescale))

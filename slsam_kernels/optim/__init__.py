@@ -1,9 +1,19 @@
-"""torch.optim front ends: SAM (and ASAM), SL-SAM and RST."""
+"""torch.optim front ends: SAM (and ASAM), SL-SAM, RST and BAR."""
 
 from .arms import arms_by_module
+from .bar import BAR
 from .base import SharpnessAwareOptimizer
+from .pairs import lora_pairs
 from .rst import RST
 from .sam import SAM
 from .slsam import SLSAM
 
-__all__ = ["RST", "SAM", "SLSAM", "SharpnessAwareOptimizer", "arms_by_module"]
+__all__ = [
+    "BAR",
+    "RST",
+    "SAM",
+    "SLSAM",
+    "SharpnessAwareOptimizer",
+    "arms_by_module",
+    "lora_pairs",
+]

@@ -3,31 +3,19 @@ ascent (first step), the exact restore and descent (second step), and checkpoint
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .. import ops
 from . import distributed
 from .backup import BackupArena
-from .checkpoint import check_state_dict
-from .checks import (
-    check_base_optimizer,
-    check_dense_grads,
-    check_max_grad_norm,
-    check_nonnegative_finite,
-    check_scaler,
-    param_groups_of,
-)
+from .checks import check_dense_grads, check_nonnegative_finite, check_scaler
 from .grad_marks import GradMarks
-from .warn import user_stacklevel
+from .wrapped import WrappedOptimizer
 
 NORM_EPS = 1e-12
-CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
-WRAPPER_STATE_KEY = "sharpness_aware"
 
 
 @dataclass
@@ -43,7 +31,7 @@ class _Perturbation:
     caller_first_pass: bool = False  # step(closure) was given a first pass it did not run
 
 
-class SharpnessAwareOptimizer(torch.optim.Optimizer):
+class SharpnessAwareOptimizer(WrappedOptimizer):
     """Base class: wraps ``base_optimizer`` around the same param groups and adds the SAM
     ascent. Subclasses choose which tensors take part (``_ascent_params``) and what happens
     after the descent (``_after_descent``)."""
@@ -61,37 +49,25 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         process_group: Any = None,
         **base_kwargs: Any,
     ) -> None:
-        check_base_optimizer(base_optimizer)
         check_nonnegative_finite("rho", rho)
-        check_max_grad_norm(max_grad_norm)
         if not isinstance(adaptive, bool):
             raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-        groups = param_groups_of(params)
-        for group in groups:
-            check_nonnegative_finite("rho", group.get("rho", rho))
-        device = groups[0]["params"][0].device
-        self._ops = ops.bind(backend, device)
-        self._sharded = distributed.is_sharded([p for g in groups for p in g["params"]])
-        distributed.check_ascent(ascent, process_group, self._sharded)
+        self._rho_default = rho
+        self._ascent_args = (ascent, process_group)
+        super().__init__(
+            params,
+            base_optimizer,
+            backend=backend,
+            max_grad_norm=max_grad_norm,
+            defaults=dict(rho=rho, adaptive=adaptive),
+            **base_kwargs,
+        )
         #: "global" (both passes averaged over ranks) or "per_rank" (m-sharpness).
         self.ascent = ascent
         self._group = process_group
-        self._device = device
-        self._check_groups(groups)
-        super().__init__(groups, dict(rho=rho, adaptive=adaptive, **base_kwargs))
-        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
-        self._share_base_state()
-        self.defaults.update(self.base_optimizer.defaults)
         self._backups = BackupArena()
         self._perturbation: _Perturbation | None = None
         self._marks = GradMarks()
-        self.max_grad_norm = max_grad_norm
-        self.last_step_skipped = False
-
-    @property
-    def backend(self) -> str:
-        """The backend that runs this optimizer's operations."""
-        return self._ops.name
 
     @property
     def backup_nbytes(self) -> int:
@@ -110,29 +86,15 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         return self._backups.buffers
 
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
-        """Hook for subclasses: reject param groups before anything is built."""
-
-    def _share_base_state(self) -> None:
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
+        """Each group's ``rho`` and the ascent mode; subclasses add their own checks."""
+        for group in groups:
+            check_nonnegative_finite("rho", group.get("rho", self._rho_default))
+        distributed.check_ascent(*self._ascent_args, self._sharded)
 
     def first_pass(self, model: torch.nn.Module) -> Any:
         """The context to run the first (ascent) backward in: ``model.no_sync()`` with
         ``ascent="per_rank"`` (``model`` the DistributedDataParallel module), else a no-op."""
         return distributed.first_pass_context(self.ascent, model)
-
-    def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        return distributed.local(tensors) if self._sharded else tensors
-
-    def _grad_sqnorms(
-        self, grads: list[torch.Tensor], weights: list[torch.Tensor] | None
-    ) -> torch.Tensor:
-        """Per-tensor squared norms; of sharded tensors, summed over the shards."""
-        if not self._sharded:
-            return self._ops.grad_sqnorms(grads, weights)
-        local_weights = None if weights is None else distributed.local(weights)
-        local_sq = self._ops.grad_sqnorms(distributed.local(grads), local_weights)
-        return distributed.sum_over_shards(local_sq, grads[0])
 
     def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
         """The (tensor, group) pairs the ascent perturbs: here, every tensor with a gradient."""
@@ -249,9 +211,8 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
         descent_sq = self._grad_sqnorms(grads, None).sum() if grads else None
         took_step = self._gradients_finite(descent_sq, ascent_norm, refuse_zero_ascent)
-        if took_step and grads and self.max_grad_norm is not None:
-            coef = self.max_grad_norm / (descent_sq.sqrt() + CLIP_EPS)
-            torch._foreach_mul_(self._local(grads), coef.clamp(max=1.0))
+        if took_step:
+            self._clip_(grads, descent_sq)
         return took_step
 
     def _gradients_finite(
@@ -280,15 +241,7 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
                     "or use first_step()/second_step() (the step was undone)"
                 )
             finite = torch.tensor(finite_flag)
-        self.last_step_skipped = finite is not None and not bool(finite)
-        if self.last_step_skipped:
-            warnings.warn(
-                f"{type(self).__name__}: a gradient held inf or NaN, so this step was skipped; "
-                "the weights and optimizer state are as they were before it",
-                RuntimeWarning,
-                stacklevel=user_stacklevel(),
-            )
-        return not self.last_step_skipped
+        return self._record_finite(finite is None or bool(finite))
 
     def step(  # type: ignore[override]
         self,
@@ -343,9 +296,6 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
             )
         return loss
 
-    def _all_params(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups for p in g["params"]]
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """As ``torch.optim.Optimizer.zero_grad``; afterwards ``step(closure)`` takes the
         first pass through the closure."""
@@ -374,49 +324,6 @@ class SharpnessAwareOptimizer(torch.optim.Optimizer):
         self.second_step(scaler=scaler)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict, plus this wrapper's own state under
-        ``"sharpness_aware"``."""
-        state = self.base_optimizer.state_dict()
-        state[WRAPPER_STATE_KEY] = self._wrapper_state()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a dict made by :meth:`state_dict`, or a plain base-optimizer state dict (then
-        only the base optimizer's state is loaded; this wrapper's own, such as SL-SAM's
-        probabilities, stays as it is).
-
-        Everything is checked before anything is loaded (types, keys, group sizes, the
-        shapes of per-element state, the wrapper's own state): a refused checkpoint raises a
-        ``TypeError``/``ValueError`` naming the problem and changes nothing."""
+    def _check_loadable(self) -> None:
         if self._perturbation is not None:
             raise RuntimeError("load_state_dict() between first_step() and second_step()")
-        check_state_dict(state_dict, self.param_groups)
-        wrapper_state = state_dict.get(WRAPPER_STATE_KEY)
-        if wrapper_state is not None:
-            if not isinstance(wrapper_state, dict):
-                raise ValueError(f"the state dict's {WRAPPER_STATE_KEY!r} entry must be a dict")
-            self._check_wrapper_state(wrapper_state)
-        base_state = {k: v for k, v in state_dict.items() if k != WRAPPER_STATE_KEY}
-        before = self.base_optimizer.state_dict()
-        try:
-            self.base_optimizer.load_state_dict(base_state)
-            self._share_base_state()
-            if wrapper_state is not None:
-                self._load_wrapper_state(wrapper_state)
-        except BaseException:
-            # Not reached by any checkpoint the checks above let through; kept so that a
-            # failure inside torch cannot leave half a checkpoint loaded.
-            self.base_optimizer.load_state_dict(before)
-            self._share_base_state()
-            raise
-
-    def _wrapper_state(self) -> dict[str, Any]:
-        return {}
-
-    def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        """Hook for subclasses: reject a foreign or corrupt state before anything is
-        loaded."""
-
-    def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        """Hook for subclasses."""

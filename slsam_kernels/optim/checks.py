@@ -46,8 +46,8 @@ def check_dense_grads(params: list[torch.Tensor]) -> None:
     for i, p in enumerate(params):
         if p.grad is not None and p.grad.layout != torch.strided:
             raise TypeError(
-                f"parameter {i} with a gradient has a {p.grad.layout} gradient: SAM's ascent "
-                "needs dense gradients; build the layer dense, e.g. nn.Embedding(..., "
+                f"parameter {i} with a gradient has a {p.grad.layout} gradient: these optimizers "
+                "need dense gradients; build the layer dense, e.g. nn.Embedding(..., "
                 "sparse=False)"
             )
 

@@ -140,6 +140,7 @@ class SLSAM(SharpnessAwareOptimizer):
         self.sample()
 
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
+        super()._check_groups(groups)
         if not any(p.requires_grad for g in groups for p in g["params"]):
             raise ValueError(
                 "no parameter requires grad, so SL-SAM has no arms: unfreeze the tensors to "

@@ -1,7 +1,7 @@
-"""Fused restore + ``torch.optim.AdamW``/``Adam`` step, mirroring torch's single-tensor Adam:
-L2 (Adam) or decoupled (AdamW) weight decay, ``exp_avg.lerp_``, ``exp_avg_sq`` update, with
-the per-tensor coefficients of :mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and
-rounded once."""
+"""Fused restore (or BAR's rescale) + ``torch.optim.AdamW``/``Adam`` step, mirroring torch's
+single-tensor Adam: L2 (Adam) or decoupled (AdamW) weight decay, ``exp_avg.lerp_``,
+``exp_avg_sq`` update, with the per-tensor coefficients of :mod:`slsam_kernels.ops.fused_plan`,
+computed in fp32 and rounded once."""
 
 from __future__ import annotations
 
@@ -31,8 +31,11 @@ def _adamw_block(
     bias_correction2_sqrt,
     eps,
     neg_step_size,
+    prescale,
 ):
     w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
+    # BAR's factor (1 elsewhere, where this is exact), rounded once as torch's w.mul_(c) is
+    w = round_to(w * prescale, w_ptr.dtype.element_ty).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
     # torch adds Adam's L2 term only for a nonzero weight_decay, so an inf weight stays out of g
     g = tl.where(l2 != 0, g + l2 * w, g)
@@ -83,6 +86,7 @@ def _adamw_kernel(
     bias_correction2_sqrt = tl.load(c + 5)
     eps = tl.load(c + 6)
     neg_step_size = tl.load(c + 7)
+    prescale = tl.load(c + 8)
     for first in range(start, full_end, BLOCK):
         offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
         _adamw_block(
@@ -101,6 +105,7 @@ def _adamw_kernel(
             bias_correction2_sqrt,
             eps,
             neg_step_size,
+            prescale,
         )
     if full_end < end:
         offs = full_end + tl.arange(0, BLOCK)
@@ -120,6 +125,7 @@ def _adamw_kernel(
             bias_correction2_sqrt,
             eps,
             neg_step_size,
+            prescale,
         )
 
 

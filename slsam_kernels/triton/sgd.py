@@ -1,7 +1,7 @@
-"""Fused restore + ``torch.optim.SGD`` step, mirroring torch's single-tensor SGD: weight decay,
-momentum with dampening (the first step copies the gradient into a new buffer), nesterov,
-with the per-tensor coefficients of :mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and
-rounded once."""
+"""Fused restore (or BAR's rescale) + ``torch.optim.SGD`` step, mirroring torch's
+single-tensor SGD: weight decay, momentum with dampening (the first step copies the gradient
+into a new buffer), nesterov, with the per-tensor coefficients of
+:mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and rounded once."""
 
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ def _sgd_block(
     nesterov,
     first_step,
     neg_lr,
+    prescale,
     MOMENTUM: tl.constexpr,
 ):
     w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
+    # BAR's factor (1 elsewhere, where this is exact), rounded once as torch's w.mul_(c) is
+    w = round_to(w * prescale, w_ptr.dtype.element_ty).to(tl.float32)
     d = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
     # torch skips the decay term at 0, so an inf weight does not turn d into NaN
     d = tl.where(weight_decay != 0, d + weight_decay * w, d)
@@ -71,6 +74,7 @@ def _sgd_kernel(
     neg_lr = tl.load(c + 3)
     nesterov = tl.load(c + 4) != 0
     first_step = tl.load(c + 5) != 0
+    prescale = tl.load(c + 6)
     for first in range(start, full_end, BLOCK):
         offs = tl.multiple_of(first, BLOCK) + tl.arange(0, BLOCK)
         _sgd_block(
@@ -86,6 +90,7 @@ def _sgd_kernel(
             nesterov,
             first_step,
             neg_lr,
+            prescale,
             MOMENTUM,
         )
     if full_end < end:
@@ -103,6 +108,7 @@ def _sgd_kernel(
             nesterov,
             first_step,
             neg_lr,
+            prescale,
             MOMENTUM,
         )
 

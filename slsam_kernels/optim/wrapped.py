@@ -1,0 +1,149 @@
+"""What every optimizer here is: a ``torch.optim.Optimizer`` that builds a base optimizer on
+the same param groups and state, runs its own work on one resolved backend, skips a descent
+with inf/NaN gradients, clips it, and saves its own state beside the base optimizer's."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from .. import ops
+from . import distributed
+from .checkpoint import check_state_dict
+from .checks import check_base_optimizer, check_max_grad_norm, param_groups_of
+from .warn import user_stacklevel
+
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
+WRAPPER_STATE_KEY = "sharpness_aware"
+
+
+class WrappedOptimizer(torch.optim.Optimizer):
+    """Base class: ``base_optimizer(self.param_groups, **base_kwargs)`` shares this
+    optimizer's param groups and state, so LR schedulers attach to the wrapper.
+
+    Subclasses add their step; they reject param groups in :meth:`_check_groups` and carry
+    their own checkpoint state through the ``_wrapper_state`` hooks."""
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer: type[torch.optim.Optimizer],
+        *,
+        backend: str,
+        max_grad_norm: float | None,
+        defaults: dict[str, Any],
+        **base_kwargs: Any,
+    ) -> None:
+        check_base_optimizer(base_optimizer)
+        check_max_grad_norm(max_grad_norm)
+        groups = param_groups_of(params)
+        device = groups[0]["params"][0].device
+        self._ops = ops.bind(backend, device)
+        self._sharded = distributed.is_sharded([p for g in groups for p in g["params"]])
+        self._device = device
+        self._check_groups(groups)
+        super().__init__(groups, dict(defaults, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self._share_base_state()
+        self.defaults.update(self.base_optimizer.defaults)
+        self.max_grad_norm = max_grad_norm
+        self.last_step_skipped = False
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs this optimizer's operations."""
+        return self._ops.name
+
+    def _check_groups(self, groups: list[dict[str, Any]]) -> None:
+        """Hook for subclasses: reject param groups before anything is built."""
+
+    def _share_base_state(self) -> None:
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def _all_params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return distributed.local(tensors) if self._sharded else tensors
+
+    def _grad_sqnorms(
+        self, grads: list[torch.Tensor], weights: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Per-tensor squared norms; of sharded tensors, summed over the shards."""
+        if not self._sharded:
+            return self._ops.grad_sqnorms(grads, weights)
+        local_weights = None if weights is None else distributed.local(weights)
+        local_sq = self._ops.grad_sqnorms(distributed.local(grads), local_weights)
+        return distributed.sum_over_shards(local_sq, grads[0])
+
+    def _record_finite(self, finite: bool) -> bool:
+        """Record whether this step's gradients were finite; warn when they were not (the
+        step is then skipped). Returns ``finite``."""
+        self.last_step_skipped = not finite
+        if self.last_step_skipped:
+            warnings.warn(
+                f"{type(self).__name__}: a gradient held inf or NaN, so this step was skipped; "
+                "the weights and optimizer state are as they were before it",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return finite
+
+    def _clip_(self, grads: list[torch.Tensor], descent_sq: torch.Tensor) -> None:
+        """Scale ``grads`` (total squared norm ``descent_sq``) to at most ``max_grad_norm``,
+        as ``torch.nn.utils.clip_grad_norm_`` does; nothing without ``max_grad_norm``."""
+        if grads and self.max_grad_norm is not None:
+            coef = self.max_grad_norm / (descent_sq.sqrt() + CLIP_EPS)
+            torch._foreach_mul_(self._local(grads), coef.clamp(max=1.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict, plus this wrapper's own state under
+        ``"sharpness_aware"``."""
+        state = self.base_optimizer.state_dict()
+        state[WRAPPER_STATE_KEY] = self._wrapper_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a dict made by :meth:`state_dict`, or a plain base-optimizer state dict (then
+        only the base optimizer's state is loaded; this wrapper's own, such as SL-SAM's
+        probabilities, stays as it is).
+
+        Everything is checked before anything is loaded (types, keys, group sizes, the
+        shapes of per-element state, the wrapper's own state): a refused checkpoint raises a
+        ``TypeError``/``ValueError`` naming the problem and changes nothing."""
+        self._check_loadable()
+        check_state_dict(state_dict, self.param_groups)
+        wrapper_state = state_dict.get(WRAPPER_STATE_KEY)
+        if wrapper_state is not None:
+            if not isinstance(wrapper_state, dict):
+                raise ValueError(f"the state dict's {WRAPPER_STATE_KEY!r} entry must be a dict")
+            self._check_wrapper_state(wrapper_state)
+        base_state = {k: v for k, v in state_dict.items() if k != WRAPPER_STATE_KEY}
+        before = self.base_optimizer.state_dict()
+        try:
+            self.base_optimizer.load_state_dict(base_state)
+            self._share_base_state()
+            if wrapper_state is not None:
+                self._load_wrapper_state(wrapper_state)
+        except BaseException:
+            # Not reached by any checkpoint the checks above let through; kept so that a
+            # failure inside torch cannot leave half a checkpoint loaded.
+            self.base_optimizer.load_state_dict(before)
+            self._share_base_state()
+            raise
+
+    def _check_loadable(self) -> None:
+        """Hook for subclasses: refuse a load in a state that cannot take one."""
+
+    def _wrapper_state(self) -> dict[str, Any]:
+        return {}
+
+    def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        """Hook for subclasses: reject a foreign or corrupt state before anything is
+        loaded."""
+
+    def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
+        """Hook for subclasses."""
