@@ -35,6 +35,9 @@ class Method:
     role: str
     setup: Callable[[], tuple[Callable[[], Any], Outputs]]
     nbytes: Callable[[], float] | None = None
+    #: False for a baseline that computes something else (the cost it is compared with,
+    #: e.g. AdamW alone beside BAR + AdamW): timed, not verified; its row reads "n/a".
+    comparable: bool = True
 
 
 @dataclass
@@ -118,9 +121,9 @@ def run_case(case: Case, rounds: int, device: torch.device) -> list[dict[str, An
             got = [t.detach().clone() for t in outputs(result[0])]
             if reference is None:
                 reference = got
-            else:
+            elif method.comparable:
                 check_outputs(method.name, got, reference, case.tolerance, case.last_tolerance)
-            row["verified"] = True
+            row["verified"] = True if method.comparable else "n/a"
             row["launches"] = count_launches(fn, device)
             if case.interleave:
                 fns[method.name] = fn

@@ -66,7 +66,9 @@ def kernel_table(rows: list[dict[str, Any]]) -> str:
         spread = (
             f"{_ms(r.get('p25_s'))}-{_ms(r.get('p75_s'))}" if r.get("p25_s") is not None else ""
         )
-        verified = "yes" if r.get("verified") else f"NO: {_cell(r.get('error', '')[:80])}"
+        verified = {True: "yes", "n/a": "n/a (another computation)"}.get(
+            r.get("verified"), f"NO: {_cell(r.get('error', '')[:80])}"
+        )
         lines.append(
             f"| {_cell(r['op'])} | {r['workload']} | {r['dtype']} | {active} | {r['method']} | "
             f"{_ms(r.get('median_s'))} | {spread} | {_num(r.get('gb_per_s'), '{:.1f}')} | "

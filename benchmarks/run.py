@@ -35,11 +35,11 @@ from . import e2e, memory_breakdown, report
 from .cases import run_case
 from .kernel_cases import KERNEL_OPS
 from .measure import memory_method, stream_bandwidth
-from .step_cases import sam_step_case, slsam_step_case
+from .step_cases import bar_step_case, sam_step_case, slsam_step_case
 from .workload import build, with_fraction
 
 RESULTS = Path(__file__).parent / "results"
-STEP_OPS = ("sam-step", "slsam-step")
+STEP_OPS = ("sam-step", "slsam-step", "bar-step")
 ALL_OPS = (*KERNEL_OPS, *STEP_OPS)
 # Only the kernels whose buffers fit next to a 7B bf16 model on an 80 GB GPU.
 LLAMA_7B_OPS = ("grad_sqnorms", "bandit", "perturb", "restore")
@@ -67,6 +67,8 @@ class Preset:
     memory_models: list[str] = dataclasses.field(
         default_factory=lambda: ["cpu-small", "efficientnet-lite0"]
     )
+    # LoRA adapter lists (consecutive tensors are the pairs) for the BAR step rows
+    bar_lists: list[str] = dataclasses.field(default_factory=lambda: ["roberta_base_lora"])
 
 
 _GRID = ((10, 100, 1000, 10_000), (1024, 65_536, 2**20, 16 * 2**20))
@@ -236,6 +238,13 @@ def kernel_rows(preset: Preset, device: torch.device, log) -> list[dict[str, Any
             log(f"{label} {dtype}: {len(cases)} cases in {time.perf_counter() - start:.0f} s")
             del full
             _free(device)
+    if "bar-step" in preset.ops:
+        for label in preset.bar_lists:
+            for dtype in preset.dtypes:
+                w = build(label, dtype, 1.0, device)
+                rows += run_case(bar_step_case(w, device), preset.rounds, device)
+                del w
+                _free(device)
     return rows
 
 
@@ -326,7 +335,7 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
     run = {"meta": meta, "kernel_rows": rows, "e2e": results, "memory": memory}
     for path in report.write(run, out, stem):
         log(f"wrote {path}")
-    failed = [r for r in rows if not r.get("verified")]
+    failed = [r for r in rows if not r.get("verified")]  # "n/a" rows were never compared
     for r in failed:
         log(f"not verified, untimed: {r['op']} {r['workload']} {r['dtype']}: {r['error']}")
     # A baseline that disagrees with the reference is a finding (reported, not timed); ours

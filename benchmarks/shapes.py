@@ -97,11 +97,33 @@ def odd_sizes(count: int = 500, largest: int = 100_003) -> Shapes:
     return [(f"odd{i}", (int(n),)) for i, n in enumerate(sizes)]
 
 
+def lora(hidden: int, ffn: int, layers: int, rank: int) -> Shapes:
+    """LoRA adapters at ``rank`` on every linear layer of a BERT-style encoder's blocks
+    (query, key, value, attention output, FFN in and out): ``(lora_B, lora_A)`` pairs,
+    consecutive in the list."""
+    linears = [(f"attention.self.{m}", hidden, hidden) for m in ("query", "key", "value")]
+    linears += [("attention.output.dense", hidden, hidden), ("intermediate.dense", hidden, ffn)]
+    linears += [("output.dense", ffn, hidden)]
+    shapes: Shapes = []
+    for layer in range(layers):
+        for name, d_in, d_out in linears:
+            prefix = f"encoder.layer.{layer}.{name}"
+            shapes += [(f"{prefix}.lora_B", (d_out, rank)), (f"{prefix}.lora_A", (rank, d_in))]
+    return shapes
+
+
+def roberta_base_lora() -> Shapes:
+    """RoBERTa-base's LoRA adapters at rank 8 on every block linear: 1.33M elements, 144
+    tensors in 72 pairs."""
+    return lora(768, 3072, 12, 8)
+
+
 # name -> builder; the large ones run on a GPU only (see run.py's presets).
 MODELS: dict[str, Callable[[], Shapes]] = {
     "resnet50": resnet50,
     "vit_b16": vit_b16,
     "roberta_base": roberta_base,
+    "roberta_base_lora": roberta_base_lora,
     "gpt2_124m": gpt2_124m,
     "llama_1b3": llama_1b3,
     "llama_7b": llama_7b,
@@ -110,8 +132,8 @@ MODELS: dict[str, Callable[[], Shapes]] = {
 
 @functools.cache
 def model_shapes(name: str) -> Shapes:
-    """The shapes of a named list: a model, ``grid:COUNTxNUMEL``, ``huge_and_tiny`` or
-    ``odd_sizes``."""
+    """The shapes of a named list: a model, ``grid:COUNTxNUMEL``, ``huge_and_tiny``,
+    ``odd_sizes`` or ``lora:HIDDENxFFNxLAYERSxRANK`` (LoRA pairs)."""
     if name in MODELS:
         return MODELS[name]()
     if name.startswith("grid:"):
@@ -121,10 +143,13 @@ def model_shapes(name: str) -> Shapes:
         return huge_and_tiny()
     if name == "odd_sizes":
         return odd_sizes()
+    if name.startswith("lora:"):
+        hidden, ffn, layers, rank = name.removeprefix("lora:").split("x")
+        return lora(int(hidden), int(ffn), int(layers), int(rank))
     if name.startswith("odd_sizes:"):
         count, largest = name.removeprefix("odd_sizes:").split("x")
         return odd_sizes(int(count), int(largest))
     raise ValueError(
         f"unknown tensor list {name!r}: use one of {', '.join(MODELS)}, grid:COUNTxNUMEL, "
-        "huge_and_tiny, odd_sizes, odd_sizes:COUNTxLARGEST"
+        "huge_and_tiny, odd_sizes, odd_sizes:COUNTxLARGEST, lora:HIDDENxFFNxLAYERSxRANK"
     )

@@ -1,4 +1,4 @@
-"""The whole optimizer overhead of one SAM and one SL-SAM step, without forward or backward:
+"""The whole optimizer overhead of one SAM, SL-SAM and BAR step, without forward or backward:
 the gradients of both passes are prebuilt tensors attached to ``.grad`` (a pointer swap, the
 same for every method), so the rows time first_step + second_step alone."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from slsam_kernels import SAM, SLSAM
+from slsam_kernels import BAR, SAM, SLSAM
 
 from .cases import Case, Method, tolerance_for
 from .kernel_cases import our_backends
@@ -201,4 +201,53 @@ def slsam_step_case(w: Workload, device: torch.device) -> Case:
     # The bandit amplifies norm rounding: the reward's (n / p)^2 terms are ~1e5 here, so a
     # 1e-7 relative change in a norm (summation order) moves a probability by ~1e-4.
     case.last_tolerance = (1e-3, 1e-6)
+    return case
+
+
+# BAR + AdamW reads g for the norms (1) and then runs AdamW's 7 streams with the rescale inside.
+BAR_STREAMS = 8
+BAR_MU = 0.5
+
+
+def bar_step_case(w: Workload, device: torch.device) -> Case:
+    """One BAR (nBAR) + AdamW step over a LoRA list whose consecutive tensors are the pairs,
+    against AdamW alone (torch's default and ``fused=True``): what BAR adds to a step."""
+    snapshot = [p.detach().clone() for p in w.params]
+    outputs = _params_out(w)
+    options = {**BASE_OPTIONS, "eps": adam_eps(w.dtype)}
+    pairs = list(zip(w.params[0::2], w.params[1::2], strict=True))
+    tensor_bytes = sum(p.numel() * p.element_size() for p in w.params)
+
+    def stepping(make: Callable[[], torch.optim.Optimizer]):
+        def setup():
+            opt = make()
+
+            def step() -> None:
+                for p, g in zip(w.params, w.grads):
+                    p.grad = g
+                opt.step()
+                opt.zero_grad()
+
+            return step, outputs
+
+        return setup
+
+    def bar(backend: str):
+        return stepping(lambda: BAR(w.params, BASE, pairs, mu=BAR_MU, backend=backend, **options))
+
+    methods = [Method("reference", "reference", bar("reference"))]
+    methods += [Method(f"ours:{name}", "ours", bar(name)) for name in our_backends(device)]
+    for label, flags in (("AdamW alone (no BAR)", {}), ("AdamW fused alone", {"fused": True})):
+        methods.append(
+            Method(
+                label,
+                "baseline",
+                stepping(lambda flags=flags: BASE(w.params, **options, **flags)),
+                lambda: 7 * tensor_bytes,
+                comparable=False,
+            )
+        )
+    case = _case(w, "BAR step", methods, _reset(w, snapshot), interleave=True)
+    case.bytes_moved = BAR_STREAMS * tensor_bytes
+    case.notes = f"nBAR, mu {BAR_MU}, constant schedule; pairs: consecutive tensors"
     return case

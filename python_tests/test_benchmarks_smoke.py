@@ -19,7 +19,7 @@ TINY = [
     "--lists", "grid:12x777", "--dtypes", "fp32,mixed", "--op-fractions", "1.0",
     "--step-fractions", "0.5", "--extra-lists", "odd_sizes:30x500", "--e2e", "tiny",
     "--rounds", "2", "--e2e-warmup", "1", "--e2e-steps", "2", "--copy-mib", "8",
-    "--label", "smoke", "--threads", "1",
+    "--label", "smoke", "--threads", "1", "--bar-lists", "lora:16x40x2x3",
 ]  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def test_quick_run_writes_verified_rows(tmp_path):
     ops = {r["op"] for r in rows}
     assert ops == {
         "grad_sqnorms", "grad_sqnorms |w*g| (ASAM)", "bandit_update+sample", "perturb_+backup",
-        "restore_", "restore+AdamW", "restore+SGD", "SAM step", "SL-SAM step",
+        "restore_", "restore+AdamW", "restore+SGD", "SAM step", "SL-SAM step", "BAR step",
     }  # fmt: skip
     methods = {r["method"] for r in rows}
     assert {"reference", "torch foreach", "davda54-style loop", "authors-style SL-SAM"} <= methods
@@ -48,7 +48,9 @@ def test_quick_run_writes_verified_rows(tmp_path):
     assert len(timed) == len(rows)
     assert all(r["gb_per_s"] > 0 for r in rows if r["op"] != "bandit_update+sample")
     assert {r["dtype"] for r in rows} == {"fp32", "mixed"}
-    assert {r["workload"] for r in rows} == {"grid:12x777", "odd_sizes:30x500"}
+    assert {r["workload"] for r in rows} == {"grid:12x777", "odd_sizes:30x500", "lora:16x40x2x3"}
+    bar_baselines = [r for r in rows if r["op"] == "BAR step" and r["role"] == "baseline"]
+    assert bar_baselines and all(r["verified"] == "n/a" for r in bar_baselines)
     [result] = data["e2e"]
     assert [r["method"] for r in result["rows"]] == list(e2e.METHODS)
     by_method = {r["method"]: r for r in result["rows"]}
