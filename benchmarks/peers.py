@@ -1,7 +1,7 @@
 """The peers as their users run them, written here from their published behaviour (never
 copied): a davda54/sam-style SAM (per-tensor loop: clone, add, rebind ``p.data``) and the
 SL-SAM paper authors'-style step (per-tensor loop, a clone of every tensor, the bandit in
-numpy on the host), following ``shared/ALGORITHM.md``. ``pytorch-optimizer``'s SAM is used
+numpy on the host), following docs/algorithms.md. ``pytorch-optimizer``'s SAM is used
 as installed (:func:`pytorch_optimizer_sam`)."""
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def numpy_bandit_update(
     lr: float = 1e-3,
     p_min: float = 1e-3,
 ) -> np.ndarray:
-    """ALGORITHM.md step 5 in float64 numpy: EXP3 weights, capped projection, clip."""
+    """The paper's bandit update (docs/algorithms.md) in float64 numpy: EXP3 weights, capped
+    projection, clip."""
     p = probs.astype(np.float64)
     n = norms.astype(np.float64)
     p_active = p[active_idx]
@@ -136,7 +137,7 @@ class AuthorsSLSAM(torch.optim.Optimizer):
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         active = [p for p, on in zip(self.arms, self.mask.tolist()) if on]
-        # fp32 accumulation, as ALGORITHM.md states the norms, in any parameter dtype
+        # fp32 accumulation, as docs/algorithms.md states the norms, in any parameter dtype
         norms = torch.stack([torch.linalg.vector_norm(p.grad, dtype=torch.float32) for p in active])
         self._norms = norms.cpu().numpy()
         grad_norm = torch.norm(norms, p=2)

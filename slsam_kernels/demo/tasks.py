@@ -64,10 +64,15 @@ def prepare_image(train_size: int, test_size: int, noise: float, seed: int) -> P
 
 
 def prepare_text(
-    train_size: int, test_size: int, noise: float, seed: int, max_tokens: int = TEXT_MAX_TOKENS
+    train_size: int,
+    test_size: int,
+    noise: float,
+    seed: int,
+    max_tokens: int = TEXT_MAX_TOKENS,
+    classifier: Callable[[int], nn.Module] = models.minilm_classifier,
 ) -> Prepared:
     """all-MiniLM-L6-v2 with a linear head on BBC News (first ``max_tokens`` tokens of each
-    article)."""
+    article); ``classifier(num_classes)`` builds the model."""
     corpus = data.bbc_news()
     train_idx, test_idx = data.split_indices(len(corpus.labels), train_size, test_size, seed)
 
@@ -79,7 +84,7 @@ def prepare_text(
         test=data.Split(tokens(test_idx), corpus.labels[test_idx]),
         num_classes=len(corpus.classes),
     )
-    build_model = partial(models.minilm_classifier, num_classes=clean.num_classes)
+    build_model = partial(classifier, num_classes=clean.num_classes)
     return Prepared(_with_noise(clean, noise, seed), build_model)
 
 
@@ -111,5 +116,19 @@ TASKS: dict[str, Task] = {
             test_size=725,
         ),
         prepare=prepare_text,
+    ),
+    "lora": Task(
+        description="all-MiniLM-L6-v2 with LoRA adapters (r 8, alpha 16) on BBC News (5 classes)",
+        defaults=Defaults(
+            steps=150,
+            batch_size=16,
+            base="adamw",
+            lr=1e-3,
+            weight_decay=0.0,
+            rho=0.05,
+            train_size=1500,
+            test_size=725,
+        ),
+        prepare=partial(prepare_text, classifier=models.minilm_lora_classifier),
     ),
 }

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slsam_kernels import RST, SAM, SLSAM, arms_by_module
+from slsam_kernels import BAR, RST, SAM, SLSAM, arms_by_module, lora_pairs
 
 from .data import LabelledData, Split
 from .memory import PeakMemory
@@ -35,7 +35,9 @@ BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
 }
 SHARPNESS_AWARE = ("sam", "asam", "slsam", "rst")
-METHODS = (*BASE_OPTIMIZERS, *SHARPNESS_AWARE)
+#: BAR's variants: one backward pass per step, on a LoRA model's adapter pairs.
+BAR_METHODS = ("nbar", "obar")
+METHODS = (*BASE_OPTIMIZERS, *SHARPNESS_AWARE, *BAR_METHODS)
 EVAL_BATCH_SIZE = 256
 
 
@@ -48,7 +50,8 @@ class OptimConfig:
     ``bandit`` (the rule, ``"paper"`` or ``"robust"``), ``bandit_lr`` (None: the rule's
     default), ``head_always_active`` (the model's fresh head kept out of the bandit,
     updated every step) and ``module_arms`` (one arm per module, ``arms_by_module``) are
-    SL-SAM's.
+    SL-SAM's. ``bar_mu``, ``bar_schedule`` and ``total_steps`` (the run's steps, which the
+    decaying schedules need) are BAR's.
     """
 
     base: str
@@ -63,6 +66,9 @@ class OptimConfig:
     bandit_lr: float | None = None
     head_always_active: bool = False
     module_arms: bool = False
+    bar_mu: float = 0.5
+    bar_schedule: str = "constant"
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,20 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
         return SAM(params, base, rho=cfg.asam_rho, adaptive=True, **kwargs)
     if method == "rst":
         return RST(params, base, rho=cfg.rho, sam_prob=cfg.sample_ratio, seed=cfg.seed, **kwargs)
+    if method in BAR_METHODS:
+        pairs = lora_pairs(model)
+        if not pairs:
+            raise ValueError(f"{method} needs a LoRA model (the lora task): this one has no pairs")
+        return BAR(
+            params,
+            base,
+            pairs,
+            mu=cfg.bar_mu,
+            variant=method,
+            schedule=cfg.bar_schedule,
+            total_steps=cfg.total_steps,
+            **kwargs,
+        )
     if method == "slsam":
         head = fresh_head(model) if cfg.head_always_active else None
         return SLSAM(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from slsam_kernels import SLSAM
+from slsam_kernels.demo.train import StepObserver
+
+#: A ``train_and_test`` observer: given the model and optimizer, the per-step callback or None.
+Observer = Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None]
 
 
 class ArmRecorder:
@@ -60,7 +65,7 @@ class ArmRecorder:
         }
 
 
-def arm_recorders(steps: int, windows: int, sink: list[ArmRecorder]):
+def arm_recorders(steps: int, windows: int, sink: list[ArmRecorder]) -> Observer:
     """A ``train_and_test`` observer factory: a recorder for SL-SAM runs (appended to
     ``sink``), nothing for other optimizers."""
 
@@ -70,5 +75,22 @@ def arm_recorders(steps: int, windows: int, sink: list[ArmRecorder]):
         recorder = ArmRecorder(model, optimizer, steps, windows)
         sink.append(recorder)
         return recorder
+
+    return observer
+
+
+def all_of(*observers: Observer) -> Observer:
+    """One observer that runs every given one's callback before each step."""
+
+    def observer(model: nn.Module, optimizer: torch.optim.Optimizer):
+        callbacks = [c for c in (o(model, optimizer) for o in observers) if c is not None]
+        if not callbacks:
+            return None
+
+        def each(opt: torch.optim.Optimizer) -> None:
+            for callback in callbacks:
+                callback(opt)
+
+        return each
 
     return observer

@@ -1,4 +1,5 @@
-"""The evaluation's charts (PNG, matplotlib): accuracy against cost, and the bandit's arms."""
+"""The evaluation's charts (PNG, matplotlib): accuracy against cost, the bandit's arms, and
+LoRA pairs' balancedness."""
 
 from __future__ import annotations
 
@@ -99,5 +100,37 @@ def arm_distribution(record: dict[str, Any], path: Path) -> Path | None:
     axes[-1, 0].set_xlabel("arm (parameter tensor, model order); ticks: the 3 most sampled")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def balancedness(record: dict[str, Any], path: Path) -> Path | None:
+    """Per task and noise level with LoRA runs: the mean ``|B_t|`` over the adapter pairs
+    against the step, one line per method (mean over seeds). None (no file) when no run
+    recorded it."""
+    settings = [s for s in record["settings"] if any("balancedness" in r for r in s["runs"])]
+    if not settings:
+        return None
+    plt = _pyplot()
+    rows, cols = _grid(len(settings))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        by_variant: dict[str, list[list[float]]] = {}
+        for run in setting["runs"]:
+            if "balancedness" in run:
+                by_variant.setdefault(run["variant"], []).append(run["balancedness"])
+        for variant, curves in by_variant.items():
+            mean = [sum(values) / len(values) for values in zip(*curves, strict=True)]
+            ax.plot(range(len(mean)), mean, label=variant)
+        ax.set_title(f"{setting['task']}, {setting['noise']:.0%} label noise")
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean |B| = |(||x||² - ||y||²) / 2| over LoRA pairs")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -11,6 +11,7 @@ import torch
 
 from slsam_kernels.demo.cli import DefaultsHelpFormatter, comma_names
 from slsam_kernels.demo.deps import MissingDependencyError
+from slsam_kernels.demo.tasks import TASKS
 from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
 
 from . import charts, report
@@ -44,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tasks",
-        type=comma_names(["image", "text"]),
+        type=comma_names(sorted(TASKS)),
         default=None,
-        help="comma-separated, from image, text (default: the config's)",
+        help=f"comma-separated, from {', '.join(sorted(TASKS))} (default: the config's)",
     )
     parser.add_argument(
         "--methods",
@@ -116,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         record = report.to_json(config, settings, str(device), seconds, load_at_start)
         paths = [*report.write(record, out)]
-        cost_chart, arms_chart = report.output_paths(out)[2:]
+        cost_chart, arms_chart, balance_chart = report.output_paths(out)[2:]
         paths.append(charts.accuracy_vs_cost(record, cost_chart))
-        arms = charts.arm_distribution(record, arms_chart)
+        optional = [
+            charts.arm_distribution(record, arms_chart),
+            charts.balancedness(record, balance_chart),
+        ]
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if arms is not None:
-        paths.append(arms)
+    paths += [p for p in optional if p is not None]
     print(report.to_markdown(record))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,8 +49,10 @@ ROBUST_VARIANTS = (
     Variant("slsam-robust-0.2-modules", "slsam", 0.2, bandit="robust", module_arms=True),
     Variant("slsam-robust-0.2-head", "slsam", 0.2, bandit="robust", head_always_active=True),
 )
+# BAR (lora task only): its mu and schedule are tuned on validation from the task's bar_grid.
+BAR_VARIANTS = (Variant("nbar", "nbar"), Variant("obar", "obar"))
 VARIANTS: dict[str, Variant] = {
-    v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS, *ROBUST_VARIANTS)
+    v.name: v for v in (*MAIN_VARIANTS, *DIAGNOSTIC_VARIANTS, *ROBUST_VARIANTS, *BAR_VARIANTS)
 }
 #: The methods cheaper than SAM per step that the equal wall-clock comparison gives more steps.
 EQUAL_TIME_METHODS = ("rst", "slsam")
@@ -78,6 +81,9 @@ class TaskSpec:
     #: ASAM's radius, on the weight-scaled neighbourhood (not swept).
     asam_rho: float = 0.5
     prepare_options: dict[str, Any] = field(default_factory=dict)
+    #: BAR's (mu, schedule) pairs, swept on the validation split per BAR variant at the tuned
+    #: learning rate (lora task).
+    bar_grid: tuple[tuple[float, str], ...] = ((0.5, "constant"),)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -236,6 +242,29 @@ CONFIGS: dict[str, EvalConfig] = {
         seeds=(0, 1, 2),
         equal_time=True,
     ),
+    # "lora": BAR's evaluation on LoRA adapters (all-MiniLM-L6-v2, r 8, alpha 16, queries and
+    # values): AdamW, SAM, nBAR, oBAR and SL-SAM over the adapters, mu and schedule tuned on
+    # validation from the BAR paper's search (mu in {0.2, 0.5, 1, 2}, linear or cosine).
+    "lora": EvalConfig(
+        name="lora",
+        tasks=(
+            TaskSpec(
+                task="lora",
+                noises=(0.0, 0.4),
+                train_size=608,
+                val_size=128,
+                test_size=250,
+                steps=100,
+                batch_size=16,
+                lr_grid=(3e-4, 1e-3, 3e-3),
+                rho_grid=(0.05,),
+                prepare_options={"max_tokens": 64},
+                bar_grid=tuple(itertools.product((0.2, 0.5, 1.0, 2.0), ("linear", "cosine"))),
+            ),
+        ),
+        variants=("base", "sam", "nbar", "obar", "slsam-robust-0.5"),
+        seeds=(0, 1, 2),
+    ),
     "full": EvalConfig(
         name="full",
         tasks=(
@@ -295,5 +324,25 @@ CONFIGS: dict[str, EvalConfig] = {
         ),
         seeds=(0, 1),
         equal_time=True,
+    ),
+    "tiny-lora": EvalConfig(
+        name="tiny-lora",
+        tasks=(
+            TaskSpec(
+                task="lora",
+                noises=(0.4,),
+                train_size=24,
+                val_size=8,
+                test_size=8,
+                steps=2,
+                batch_size=4,
+                lr_grid=(1e-3,),
+                rho_grid=(0.05,),
+                prepare_options={"max_tokens": 16},
+                bar_grid=((0.5, "linear"), (1.0, "cosine")),
+            ),
+        ),
+        variants=("base", "sam", "nbar", "obar", "slsam-robust-0.5"),
+        seeds=(0,),
     ),
 }

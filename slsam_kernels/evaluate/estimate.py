@@ -5,13 +5,17 @@ Per-step costs were measured on this project's 2-core CPU machine, 2026-11-26:
   0.193 s per step (the README's demo table);
 * text (all-MiniLM-L6-v2, 128 tokens, batch 16): SAM about 2.35 s per step (the demo), so the
   base step is taken as 2.35 / 2.05 s (the image task's SAM/SGD ratio), scaled linearly with
-  the sequence length.
+  the sequence length;
+* lora (the text model, frozen, with LoRA adapters): a guess, not yet measured, of 0.7 text base
+  steps (the backward still runs through every layer for the input gradients, but computes
+  no weight gradient of the frozen encoder).
 Method costs relative to the base step: SAM and ASAM 2.05, RST(p) 1 + 1.05 p, SL-SAM(s)
 1.43 + 0.62 s (the line through the measured s=0.5 point and SAM at s=1). Evaluation is
 charged a third of a training step per example of a batch; each run 0.5 s (image) or 1 s (text)
 to build the model; each setting 10 s to load data plus a warm-up step of every method. An
 equal-time variant continues each run until it has spent SAM's time (``budget.py``): the extra
-steps cost ``SAM - its cost`` base steps per equal-steps step, plus one more test.
+steps cost ``SAM - its cost`` base steps per equal-steps step, plus one more test. BAR steps
+cost one base step; each BAR variant adds one tuning run per entry of the task's ``bar_grid``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from .config import VARIANTS, EvalConfig, TaskSpec
 
 SAM_COST = 2.05
 SETTING_OVERHEAD_S = 10.0
-BUILD_S = {"image": 0.5, "text": 1.0}
+BUILD_S = {"image": 0.5, "text": 1.0, "lora": 1.0}
 TEXT_SAM_STEP_S_AT_128 = 2.35
+LORA_STEP_IN_TEXT_STEPS = 0.7
 
 
 def base_step_seconds(spec: TaskSpec) -> float:
@@ -29,7 +34,8 @@ def base_step_seconds(spec: TaskSpec) -> float:
     if spec.task == "image":
         return 0.111 * spec.batch_size / 32
     tokens = spec.prepare_options.get("max_tokens", 128)
-    return TEXT_SAM_STEP_S_AT_128 / SAM_COST * tokens / 128 * spec.batch_size / 16
+    text_step = TEXT_SAM_STEP_S_AT_128 / SAM_COST * tokens / 128 * spec.batch_size / 16
+    return text_step * (LORA_STEP_IN_TEXT_STEPS if spec.task == "lora" else 1.0)
 
 
 def relative_cost(variant: str) -> float:
@@ -50,8 +56,12 @@ def estimate_seconds(config: EvalConfig) -> dict[str, float]:
     seeds = len(config.seeds)
     for spec in config.tasks:
         step = base_step_seconds(spec)
+        bar_variants = sum(VARIANTS[v].method in ("nbar", "obar") for v in config.variants)
+        bar_tuning = bar_variants * len(spec.bar_grid) if len(spec.bar_grid) > 1 else 0
         tune_runs = len(spec.lr_grid) + (len(spec.rho_grid) if len(spec.rho_grid) > 1 else 0)
+        tune_runs += bar_tuning
         tune_steps = len(spec.lr_grid) + SAM_COST * (len(spec.rho_grid) > 1) * len(spec.rho_grid)
+        tune_steps += bar_tuning
         train_steps = seeds * sum(relative_cost(v) for v in config.variants)
         runs = tune_runs + seeds * len(config.variants)
         eval_examples = tune_runs * spec.val_size + seeds * len(config.variants) * spec.test_size

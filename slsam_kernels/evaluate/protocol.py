@@ -16,7 +16,8 @@ from slsam_kernels.demo import train as demo_train
 from slsam_kernels.demo.data import LabelledData, Split
 from slsam_kernels.demo.tasks import TASKS, Prepared
 
-from .arms import ArmRecorder, arm_recorders
+from .arms import ArmRecorder, all_of, arm_recorders
+from .balance import BalanceRecorder, balance_recorders
 from .budget import extension, training_seconds
 from .config import VARIANTS, EvalConfig, TaskSpec
 
@@ -50,6 +51,8 @@ class Setting:
     val_acc_by_rho: list[float]
     rho: float
     asam_rho: float
+    #: Per BAR variant: its (mu, schedule) grid, their validation accuracies, the choice.
+    bar: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -90,6 +93,7 @@ def _optim(spec: TaskSpec, base: str, lr: float, rho: float, seed: int) -> demo_
         asam_rho=spec.asam_rho,
         sample_ratio=0.5,
         seed=seed,
+        total_steps=spec.steps,
     )
 
 
@@ -100,8 +104,8 @@ def _run_config(spec: TaskSpec, seed: int, device: torch.device) -> demo_train.R
 
 
 def _grid_search(
-    grid: tuple[float, ...], score: Callable[[float], float], log: Log, what: str
-) -> tuple[list[float], float]:
+    grid: tuple[Any, ...], score: Callable[[Any], float], log: Log, what: str
+) -> tuple[list[float], Any]:
     """Scores of every grid value and the best value (the first on ties); a single value is
     taken as given, unscored (NaN)."""
     if len(grid) == 1:
@@ -109,7 +113,8 @@ def _grid_search(
     scores = []
     for value in grid:
         scores.append(score(value))
-        log(f"    {what} {value:g}: validation accuracy {scores[-1]:.3f}")
+        label = f"{value:g}" if isinstance(value, float) else str(value)
+        log(f"    {what} {label}: validation accuracy {scores[-1]:.3f}")
     return scores, grid[max(range(len(grid)), key=scores.__getitem__)]
 
 
@@ -126,8 +131,12 @@ def evaluate_setting(
     splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
     tune_seed = config.seeds[0]
 
-    def val_accuracy(method: str, lr: float, rho: float) -> float:
+    def val_accuracy(
+        method: str, lr: float, rho: float, bar: tuple[float, str] | None = None
+    ) -> float:
         optim = _optim(spec, base, lr, rho, tune_seed)
+        if bar is not None:
+            optim = replace(optim, bar_mu=bar[0], bar_schedule=bar[1])
         run = _run_config(spec, tune_seed, device)
         return demo_train.train_and_test(
             method, prepared.build_model, splits.tune, optim, run
@@ -151,6 +160,23 @@ def evaluate_setting(
         rho=rho,
         asam_rho=spec.asam_rho,
     )
+    for name in config.variants:
+        method = VARIANTS[name].method
+        if method not in demo_train.BAR_METHODS:
+            continue
+        scores, (mu, schedule) = _grid_search(
+            spec.bar_grid,
+            lambda v, method=method: val_accuracy(method, lr, rho, bar=v),
+            log,
+            f"{name} (mu, schedule)",
+        )
+        setting.bar[name] = {
+            "grid": [list(v) for v in spec.bar_grid],
+            "val_acc": scores,
+            "mu": mu,
+            "schedule": schedule,
+        }
+        log(f"    chosen for {name}: mu {mu:g}, {schedule} schedule")
     run_order = list(config.variants)
     if config.equal_time_variants:
         run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
@@ -195,19 +221,27 @@ def _train_variant(
         head_always_active=variant.head_always_active,
         module_arms=variant.module_arms,
     )
+    if name in setting.bar:
+        chosen = setting.bar[name]
+        optim = replace(optim, bar_mu=chosen["mu"], bar_schedule=chosen["schedule"])
     recorders: list[ArmRecorder] = []
+    balances: list[BalanceRecorder] = []
     result = demo_train.train_and_test(
         method,
         prepared.build_model,
         splits.fit,
         optim,
         _run_config(spec, seed, device),
-        observer=arm_recorders(spec.steps, ARM_WINDOWS, recorders),
+        observer=all_of(
+            arm_recorders(spec.steps, ARM_WINDOWS, recorders), balance_recorders(balances)
+        ),
         extend=extension(budget_seconds) if budget_seconds is not None else None,
     )
     records = [{"variant": name, "seed": seed, "budget": "steps", **_fields(result)}]
     if recorders:
         records[0]["arms"] = recorders[0].summary()
+    if balances:
+        records[0]["balancedness"] = [round(v, 6) for v in balances[0].values]
     if budget_seconds is not None:
         timed = result.extended or result
         records.append(

@@ -148,6 +148,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             f"{_grid(setting['lr_grid'], setting['val_acc_by_lr'])} -> lr {setting['lr']:g}; "
             f"by SAM rho: {_grid(setting['rho_grid'], setting['val_acc_by_rho'])} -> rho "
             f"{setting['rho']:g}; ASAM rho {setting['asam_rho']:g}.",
+            *_bar_tuning(setting),
             "",
             f"Equal steps ({summary[0]['steps']:.0f} each):" if summary else "Equal steps:",
             "",
@@ -162,6 +163,7 @@ def to_markdown(record: dict[str, Any]) -> str:
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
         lines += _against_sam(summary)
+        lines += _cost_over_base(summary)
         lines += equal_time_lines(setting)
         lines += _top_arms(setting["runs"])
     lines += active_fraction_lines(record)
@@ -204,8 +206,36 @@ def _against_sam(summary: list[dict[str, Any]]) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def _bar_tuning(setting: dict[str, Any]) -> list[str]:
+    """A line per BAR variant: its validation accuracy by (mu, schedule), and the choice."""
+    return [
+        f"{name} by (mu, schedule): "
+        + ", ".join(
+            f"({mu:g}, {schedule}): {score:.3f}"
+            for (mu, schedule), score in zip(tuned["grid"], tuned["val_acc"], strict=True)
+            if score is not None
+        )
+        + f" -> mu {tuned['mu']:g}, {tuned['schedule']}."
+        for name, tuned in setting.get("bar", {}).items()
+    ]
+
+
+def _cost_over_base(summary: list[dict[str, Any]]) -> list[str]:
+    """Each BAR variant's time per step over the base optimizer's (BAR's cost)."""
+    base = next((r for r in summary if r["variant"] == "base"), None)
+    if base is None:
+        return []
+    lines = [
+        f"- {r['variant']}: {r['seconds_per_step'] / base['seconds_per_step']:.2f}x "
+        f"{base['method']}'s time per step"
+        for r in summary
+        if r["method"] in ("nbar", "obar")
+    ]
+    return ["", *lines] if lines else []
+
+
 #: The charts' file names (charts.py draws them).
-CHART_NAMES = ("accuracy_vs_cost.png", "bandit_arms.png")
+CHART_NAMES = ("accuracy_vs_cost.png", "bandit_arms.png", "balancedness.png")
 
 
 def output_paths(out: Path) -> tuple[Path, ...]:

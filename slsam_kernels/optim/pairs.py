@@ -7,12 +7,14 @@ from typing import Any
 import torch
 
 
-def lora_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def lora_pairs(
+    model: torch.nn.Module, trainable_only: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The ``(x, y)`` pairs of a PEFT LoRA model for :class:`~slsam_kernels.BAR`:
     ``(lora_B.weight, lora_A.weight)`` per adapted module and adapter (the update is
     ``x @ y``), and ``(lora_embedding_B, lora_embedding_A)`` for adapted embeddings, in module
-    order. Only pairs whose tensors both require grad are returned (a frozen adapter is not
-    trained)."""
+    order. With ``trainable_only`` (the default), only pairs whose tensors both require grad
+    (a frozen adapter is not trained)."""
     found: list[tuple[torch.Tensor, torch.Tensor]] = []
     for module in model.modules():
         for a_name, b_name in (("lora_A", "lora_B"), ("lora_embedding_A", "lora_embedding_B")):
@@ -23,7 +25,7 @@ def lora_pairs(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]
                 if adapter not in b_dict:
                     continue
                 x, y = _weight(b_dict[adapter]), _weight(a_dict[adapter])
-                if x.requires_grad and y.requires_grad:
+                if not trainable_only or (x.requires_grad and y.requires_grad):
                     found.append((x, y))
     return found
 

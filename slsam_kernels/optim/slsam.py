@@ -1,4 +1,4 @@
-"""SL-SAM: sparse layer SAM (arXiv 2602.09395), as ``shared/ALGORITHM.md`` states it."""
+"""SL-SAM: sparse layer SAM (arXiv 2602.09395), as docs/algorithms.md states it."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ Runs on CUDA tensors, and on CPU tensors only under ``TRITON_INTERPRET=1`` (trit
 interpreter: exact but slow, meant for tests). Imports without triton installed; then
 ``UNAVAILABLE_REASON`` says why the backend cannot run.
 
-Where this departs from ``shared/DESIGN.md``: the SL-SAM draw takes a fresh seed from the
-optimizer's host generator for ``tl.rand`` (a host draw, no sync), so the checkpointed
-generator state stays the whole RNG state and a seeded run repeats; the bandit update and the
+The SL-SAM draw takes a fresh seed from the optimizer's host generator for ``tl.rand`` (a host
+draw, no sync), so the checkpointed generator state stays the whole RNG state and a seeded run
+repeats; the bandit update and the
 draw are two small launches, one per protocol function (``bandit_update``, ``sample_active``);
 fusing them would need a combined protocol entry to save one launch per step.
 """
