@@ -112,3 +112,33 @@ def test_sampling_never_returns_an_empty_set():
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
         assert ops.sample_active(probs, gen).any()
+
+
+def _visiting_projection(v: torch.Tensor, budget: float) -> torch.Tensor:
+    """The capped projection arm by arm, as the authors' code visits them."""
+    order = torch.argsort(v, descending=True, stable=True)
+    v_sorted = v[order]
+    suffix_sums = v_sorted.flip(0).cumsum(0).flip(0)
+    out, remaining = v.clone(), float(budget)
+    for j in range(len(v)):
+        suffix = max(float(suffix_sums[j]), 1e-5)
+        if float(v_sorted[j]) * remaining <= suffix:
+            out[order[j:]] = v_sorted[j:] * remaining / suffix
+            break
+        out[order[j]] = 1.0
+        remaining -= 1.0
+    return out
+
+
+@pytest.mark.parametrize("arms", [1, 7, 149, 1000])
+def test_capped_projection_equals_the_arm_by_arm_loop(arms):
+    gen = torch.Generator().manual_seed(arms)
+    capped = 0
+    for budget_ratio in (0.05, 0.2, 0.5, 0.9, 1.0):
+        # heavy tails: many arms would exceed 1 and are capped one by one
+        v = torch.rand(arms, generator=gen, dtype=torch.float64) ** 6 * 3
+        budget = budget_ratio * arms
+        got, want = capped_projection(v, budget), _visiting_projection(v, budget)
+        assert torch.equal(got, want), (arms, budget_ratio)
+        capped += int((want == 1.0).sum())
+    assert capped > 0

@@ -158,3 +158,28 @@ def test_grad_sqnorms_weights_of_another_dtype_multiply_in_fp32():
         atol=0,
         msg=f"seed {seed}",
     )
+
+
+def _every_half() -> torch.Tensor:
+    """All 65,536 fp16 bit patterns: zeros, subnormals, normals, infinities and NaNs."""
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+
+
+def test_every_fp16_value_converts_as_torch_converts_it():
+    """The loops' own fp16 <-> fp32 conversion, through perturb_: with scale 0 every pattern
+    goes to fp32 and back; with the finite patterns as gradients and several scales, fp32
+    results land everywhere fp16 rounds (halfway cases, subnormals, overflow to inf)."""
+    every = _every_half()
+    finite = every[every.isfinite()]
+    cases = [(every.clone(), torch.zeros_like(every), 0.0)]
+    for scale in (1.0, 1.0 + 2**-11, 0.75, 3.0e-4, 1.0e-7, 1.7e4, 65519.0 / 65504.0):
+        cases.append((torch.zeros_like(finite), finite.clone(), scale))
+        cases.append((finite.flip(0).clone(), finite.clone(), scale))
+    for w, g, scale in cases:
+        scales = torch.tensor([scale])
+        expected = [w.clone()]
+        reference.perturb_(expected, [g], [torch.empty_like(w)], scales)
+        got, backup = [w.clone()], [torch.empty_like(w)]
+        assert C.perturb_(got, [g], backup, scales, False)
+        assert_bitwise_equal(got, expected, f"scale {scale}")
+        assert_bitwise_equal(backup, [w], f"backup, scale {scale}")

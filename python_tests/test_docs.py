@@ -38,7 +38,9 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("path", [p for p in PAGES if python_blocks(p)], ids=page_id)
+@pytest.mark.parametrize(
+    "path", [p for p in PAGES if any(runs for _, _, runs in python_blocks(p))], ids=page_id
+)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}

@@ -444,7 +444,9 @@ def _prepare_lora_blobs(train_size: int, test_size: int, noise: float, seed: int
     """The blobs with a PEFT LoRA MLP: the base frozen, rank-2 adapters on both layers."""
     peft = pytest.importorskip("peft")
     blobs = _prepare_blobs(train_size, test_size, noise, seed)
-    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"])
+    # B random, not PEFT's zeros: with lora_B = 0 every lora_A gradient is 0, and an SL-SAM
+    # active set of lora_A tensors only has nothing to ascend along
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"], init_lora_weights=False)
     return tasks.Prepared(blobs.data, lambda: peft.get_peft_model(blobs.build_model(), config))
 
 
@@ -496,3 +498,29 @@ def test_tiny_lora_evaluation_end_to_end(tmp_path):
     (setting,) = record["settings"]
     assert [row["variant"] for row in setting["summary"]] == list(CONFIGS["tiny-lora"].variants)
     assert all(len(run["balancedness"]) == 2 for run in setting["runs"])
+
+
+def test_the_peak_covers_the_whole_run_not_only_its_first_steps():
+    """An 8 MiB tensor kept from step 35 on is seen by the sampled meters after it."""
+    prepared = _prepare_blobs(64, 16, 0.0, 0)
+    kept: list[torch.Tensor] = []
+
+    def observer(model, optimizer):
+        steps = iter(range(10**6))
+
+        def on_step(opt):
+            if next(steps) == 35:
+                kept.append(torch.ones(2 * 2**20))
+
+        return on_step
+
+    optim = demo_train.OptimConfig("sgd", 0.1, 0.9, 0.0, 0.05, 0.5, 0.5, seed=0)
+    run = demo_train.RunConfig(steps=60, batch_size=8, seed=0, device=torch.device("cpu"))
+    result = demo_train.train_and_test(
+        "sgd", prepared.build_model, prepared.data, optim, run, observer=observer
+    )
+    assert kept and result.peak_mib >= 8
+    short = demo_train.train_and_test(
+        "sgd", prepared.build_model, prepared.data, optim, replace(run, steps=30)
+    )
+    assert short.peak_mib < 1

@@ -22,7 +22,7 @@ namespace slsam {
 // (NaN -> 0x7FC0) written with masks instead of its NaN branch: with the branch (or a select)
 // GCC leaves the bf16 Adam loop scalar ("control flow in loop").
 template <typename T>
-C10_HOST_DEVICE inline T from_float(float x) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE T from_float(float x) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     const uint32_t u = c10::bit_cast<uint32_t>(x);
     const uint32_t rounded_bits = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
@@ -35,7 +35,7 @@ C10_HOST_DEVICE inline T from_float(float x) {
 }
 
 template <typename T>
-C10_HOST_DEVICE inline float rounded(float x) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float rounded(float x) {
   return static_cast<float>(from_float<T>(x));
 }
 
@@ -73,8 +73,8 @@ constexpr int kAdamScalarCount = 9;
 // kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
 // |1 - beta1| < 0.5, see ATen/native/Lerp.h).
 template <typename T, bool kL2, bool kSmallLerpWeight>
-C10_HOST_DEVICE inline float adam_element(float w, float g, T& m_ref, T& v_ref,
-                                          const AdamScalars& s) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float adam_element(float w, float g, T& m_ref, T& v_ref,
+                                                     const AdamScalars& s) {
   // prescale is exactly 1 outside BAR, and rounded<T>(w * 1) == w for a T value.
   w = rounded<T>(w * s.prescale);
   if constexpr (kL2) {
@@ -128,10 +128,12 @@ struct SgdScalars {
 constexpr int kSgdScalarCount = 7;
 
 // One element of torch's _single_tensor_sgd (maximize off) from the backup `w` times
-// `prescale`; `buf` is the momentum buffer element (unused without kMomentum: torch keeps no buffer then). Returns the
-// new weight (unrounded). kFirstStep: the buffer is new, torch's rule buf = d_p applies.
+// `prescale`; `buf` is the momentum buffer element (unused without kMomentum: torch keeps no
+// buffer then). Returns the new weight (unrounded). kFirstStep: the buffer is new, torch's
+// rule buf = d_p applies.
 template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
-C10_HOST_DEVICE inline float sgd_element(float w, float g, T* buf, const SgdScalars& s) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float sgd_element(float w, float g, T* buf,
+                                                    const SgdScalars& s) {
   w = rounded<T>(w * s.prescale);
   if constexpr (kWeightDecay) {
     g = rounded<T>(add_scaled(g, s.weight_decay, w));

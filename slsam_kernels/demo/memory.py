@@ -19,7 +19,9 @@ _MIB = 2**20
 
 
 class PeakMemory:
-    """Context manager; after the block, ``peak_mib`` is the peak above the level at entry.
+    """Context manager; after the block, ``peak_mib`` is the peak above the level at entry,
+    and ``start_bytes``/``peak_bytes`` the absolute levels (so that blocks measured apart can
+    be compared against one start: :meth:`peak_above_mib`).
 
     ``collect=False`` skips the garbage collection at entry (about 0.1 s with transformers
     imported), for callers that measure many short calls and collect between them."""
@@ -27,7 +29,8 @@ class PeakMemory:
     def __init__(self, device: torch.device, collect: bool = True):
         self.device = device
         self.peak_mib = math.nan
-        self._base = 0
+        self.start_bytes = 0
+        self.peak_bytes = 0
         self._collect = collect
         self._meter: TensorMemoryMeter | None = None
 
@@ -42,7 +45,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
+            self.start_bytes = torch.cuda.memory_allocated(self.device)
             return self
         self._meter = TensorMemoryMeter()
         self._meter.__enter__()
@@ -56,8 +59,13 @@ class PeakMemory:
     ) -> None:
         if self._meter is not None:
             self._meter.__exit__(exc_type, exc, traceback)
-            self.peak_mib = self._meter.peak_above_start_mib
+            self.start_bytes, self.peak_bytes = self._meter.start_bytes, self._meter.peak_bytes
             self._meter = None
-            return
-        torch.cuda.synchronize(self.device)
-        self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / _MIB
+        else:
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        self.peak_mib = self.peak_above_mib(self.start_bytes)
+
+    def peak_above_mib(self, start_bytes: int) -> float:
+        """This block's peak above ``start_bytes`` (another block's start), in MiB."""
+        return (self.peak_bytes - start_bytes) / _MIB

@@ -228,15 +228,18 @@ class SLSAM(SharpnessAwareOptimizer):
 
     def _update_bandit(self, perturbation: _Perturbation) -> None:
         active_idx = self._active_mask.nonzero().squeeze(1)
-        position = {int(arm): j for j, arm in enumerate(active_idx)}
         # An active arm that got no gradient (unused in the forward) counts as norm 0; an arm
-        # of several tensors gets the L2 norm over them. Always-active tensors are no arm:
-        # their squared norms land in one extra slot, dropped.
+        # of several tensors gets the L2 norm over them. Always-active tensors are no arm
+        # (index -1): their squared norms land in one extra slot, dropped.
         device = self._probs.device
         dropped = len(active_idx)
         sqnorms = torch.zeros(dropped + 1, dtype=torch.float32, device=device)
-        arms = [self._arm_index.get(p) for p in perturbation.params]
-        where = torch.tensor([dropped if arm is None else position[arm] for arm in arms])
+        arms = torch.tensor(
+            [self._arm_index.get(p, -1) for p in perturbation.params], dtype=torch.long
+        )
+        slot = torch.full((self.num_arms + 1,), dropped)
+        slot[active_idx] = torch.arange(dropped)
+        where = slot[arms]
         sqnorms.index_add_(
             0, where.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
         )

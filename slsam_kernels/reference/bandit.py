@@ -91,19 +91,21 @@ def capped_projection(v: torch.Tensor, budget: float) -> torch.Tensor:
     Arms are visited in descending order of ``v``; an arm whose share ``v * b / S`` would exceed
     1 is set to 1 and leaves the remaining budget ``b`` one smaller; the rest are scaled by
     ``b / S``, where ``S`` is the sum of the values not yet visited.
+
+    Computed for every position at once: at position ``j`` the remaining budget is
+    ``budget - j`` (exactly what ``j`` subtractions of 1 leave, since each is exact), so the
+    first position whose share fits is found without a loop over the arms.
     """
     order = torch.argsort(v, descending=True, stable=True)
     v_sorted = v[order]
-    suffix_sums = v_sorted.flip(0).cumsum(0).flip(0)
+    suffix = v_sorted.flip(0).cumsum(0).flip(0).clamp_min(SUFFIX_SUM_FLOOR)
+    remaining = float(budget) - torch.arange(len(v), dtype=v.dtype)
+    fits = v_sorted * remaining <= suffix
+    first = int(fits.to(torch.uint8).argmax()) if bool(fits.any()) else len(v)
     out = v.clone()
-    remaining = float(budget)
-    for j in range(len(v_sorted)):
-        suffix = max(float(suffix_sums[j]), SUFFIX_SUM_FLOOR)
-        if float(v_sorted[j]) * remaining <= suffix:
-            out[order[j:]] = v_sorted[j:] * remaining / suffix
-            break
-        out[order[j]] = 1.0
-        remaining -= 1.0
+    out[order[:first]] = 1.0
+    if first < len(v):
+        out[order[first:]] = v_sorted[first:] * float(remaining[first]) / float(suffix[first])
     return out
 
 
