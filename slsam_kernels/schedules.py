@@ -83,9 +83,8 @@ class piecewise:
 
 
 @dataclass(frozen=True)
-class linear:
-    """``s(t) = start + (end - start) * min(t, T) / T`` with ``T = total_steps``: from
-    ``start`` at ``t = 0`` to ``end`` at ``T`` and after (BAR's ``"linear"``: ``1 - t/T``)."""
+class _OverSteps:
+    """A schedule from ``start`` at ``t = 0`` to ``end`` at ``total_steps``, flat after it."""
 
     total_steps: int
     start: float = 1.0
@@ -96,29 +95,27 @@ class linear:
         _check_value("start", self.start)
         _check_value("end", self.end)
 
-    def __call__(self, t: int) -> float:
-        progress = min(t, self.total_steps) / self.total_steps
-        return self.start + (self.end - self.start) * progress
+    def _progress(self, t: int) -> float:
+        return min(t, self.total_steps) / self.total_steps
 
 
 @dataclass(frozen=True)
-class cosine:
+class linear(_OverSteps):  # lower case: used like a function
+    """``s(t) = start + (end - start) * min(t, T) / T`` with ``T = total_steps``: from
+    ``start`` at ``t = 0`` to ``end`` at ``T`` and after (BAR's ``"linear"``: ``1 - t/T``)."""
+
+    def __call__(self, t: int) -> float:
+        return self.start + (self.end - self.start) * self._progress(t)
+
+
+@dataclass(frozen=True)
+class cosine(_OverSteps):  # lower case: used like a function
     """``s(t) = end + (start - end) * (1 + cos(pi * min(t, T) / T)) / 2`` with
     ``T = total_steps`` (BAR's ``"cosine"``: ``(1 + cos(pi t / T)) / 2``). With ``start=1``,
     ``end=0`` this is also RST's trigonometric schedule."""
 
-    total_steps: int
-    start: float = 1.0
-    end: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_total_steps(self.total_steps)
-        _check_value("start", self.start)
-        _check_value("end", self.end)
-
     def __call__(self, t: int) -> float:
-        progress = min(t, self.total_steps) / self.total_steps
-        return self.end + (self.start - self.end) * (1 + math.cos(math.pi * progress)) / 2
+        return self.end + (self.start - self.end) * (1 + math.cos(math.pi * self._progress(t))) / 2
 
 
 #: The names BAR's ``schedule=`` takes; the decaying ones need ``total_steps``.
