@@ -57,6 +57,26 @@ def _two_pass_step(opt: Any, w: Workload, stats: _ActiveBytes | None) -> Callabl
     return step
 
 
+def _one_pass_setup(
+    make: Callable[[], torch.optim.Optimizer], w: Workload, grads: list[torch.Tensor]
+) -> Callable[[], tuple[Callable[[], None], Callable[[Any], list[torch.Tensor]]]]:
+    """A method's setup: an optimizer from ``make`` stepping once per call with ``grads``
+    attached (the base optimizers alone, BAR)."""
+
+    def setup():
+        opt = make()
+
+        def step() -> None:
+            for p, g in zip(w.params, grads):
+                p.grad = g
+            opt.step()
+            opt.zero_grad()
+
+        return step, _params_out(w)
+
+    return setup
+
+
 def _reset(w: Workload, snapshot: list[torch.Tensor]) -> Callable[[], None]:
     def reset() -> None:
         with torch.no_grad():
@@ -106,18 +126,7 @@ def sam_step_case(w: Workload, device: torch.device) -> Case:
     base_bytes = 7 * sum(p.numel() * p.element_size() for p in w.params)
 
     def base_only(flags: dict[str, Any]):
-        def setup():
-            opt = BASE(w.params, **options, **flags)
-
-            def step() -> None:
-                for p, g in zip(w.params, w.grads2):
-                    p.grad = g
-                opt.step()
-                opt.zero_grad()
-
-            return step, outputs
-
-        return setup
+        return _one_pass_setup(lambda: BASE(w.params, **options, **flags), w, w.grads2)
 
     methods = [
         Method(
@@ -213,24 +222,12 @@ def bar_step_case(w: Workload, device: torch.device) -> Case:
     """One BAR (nBAR) + AdamW step over a LoRA list whose consecutive tensors are the pairs,
     against AdamW alone (torch's default and ``fused=True``): what BAR adds to a step."""
     snapshot = [p.detach().clone() for p in w.params]
-    outputs = _params_out(w)
     options = {**BASE_OPTIONS, "eps": adam_eps(w.dtype)}
     pairs = list(zip(w.params[0::2], w.params[1::2], strict=True))
     tensor_bytes = sum(p.numel() * p.element_size() for p in w.params)
 
     def stepping(make: Callable[[], torch.optim.Optimizer]):
-        def setup():
-            opt = make()
-
-            def step() -> None:
-                for p, g in zip(w.params, w.grads):
-                    p.grad = g
-                opt.step()
-                opt.zero_grad()
-
-            return step, outputs
-
-        return setup
+        return _one_pass_setup(make, w, w.grads)
 
     def bar(backend: str):
         return stepping(lambda: BAR(w.params, BASE, pairs, mu=BAR_MU, backend=backend, **options))

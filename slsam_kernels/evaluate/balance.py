@@ -13,11 +13,10 @@ from .arms import Observer
 
 
 class BalanceRecorder:
-    """Mean ``|B|`` over the model's LoRA pairs, recorded before each step (when called)."""
+    """Mean ``|B|`` over LoRA ``pairs``, recorded before each step (when called)."""
 
-    def __init__(self, model: nn.Module) -> None:
-        # every pair, trainable or not: SL-SAM freezes its inactive adapters between steps
-        self.pairs = lora_pairs(model, trainable_only=False)
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.pairs = pairs
         self.values: list[float] = []
 
     @torch.no_grad()
@@ -33,9 +32,11 @@ def balance_recorders(sink: list[BalanceRecorder]) -> Observer:
     ``sink``), nothing for others."""
 
     def observer(model: nn.Module, optimizer: torch.optim.Optimizer):
-        if not lora_pairs(model, trainable_only=False):
+        # every pair, trainable or not: SL-SAM freezes its inactive adapters between steps
+        pairs = lora_pairs(model, trainable_only=False)
+        if not pairs:
             return None
-        recorder = BalanceRecorder(model)
+        recorder = BalanceRecorder(pairs)
         sink.append(recorder)
         return recorder
 
