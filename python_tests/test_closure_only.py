@@ -133,6 +133,28 @@ def test_gradients_zeroed_in_place_by_others_are_refused_and_nothing_changes():
     opt.step(lambda: loss_of(model, batch).backward())
 
 
+@pytest.mark.parametrize("build", OPTIMIZERS)
+def test_zero_gradients_from_a_real_backward_give_a_zero_ascent_and_a_base_step(build):
+    # PEFT's zero-initialised lora_B makes lora_A's gradients exactly 0: an active set of such
+    # tensors has a zero ascent, which SAM's rho g / ||g|| turns into no perturbation at all.
+    model = make_model()
+    opt = build(model.parameters())
+    batch = make_batches(1)[0]
+    at_second = []
+
+    def closure():
+        at_second.append([p.detach().clone() for p in model.parameters()])
+        loss = loss_of(model, batch)
+        loss.backward()
+        return loss
+
+    start = [p.detach().clone() for p in model.parameters()]
+    sum(p.sum() * 0 for p in model.parameters()).backward()  # a real backward writing zeros
+    opt.step(closure)
+    assert all(torch.equal(a, b) for a, b in zip(at_second[0], start))  # zero perturbation
+    assert any(not torch.equal(p, s) for p, s in zip(model.parameters(), start))  # stepped
+
+
 def test_a_closure_only_closure_without_backward_is_refused():
     model = make_model()
     opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)

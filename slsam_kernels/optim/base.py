@@ -28,7 +28,8 @@ class _Perturbation:
     grad_sqnorms: torch.Tensor  # first-pass ||g_i||^2 of ``params`` (fp32, on device)
     ascent_norm: torch.Tensor  # G, the norm the ascent was normalised by
     scaler: torch.amp.GradScaler | None  # the scaler that unscaled the first pass
-    caller_first_pass: bool = False  # step(closure) was given a first pass it did not run
+    # step(closure) was given a first pass it did not run, and no backward was seen writing it
+    unproven_first_pass: bool = False
 
 
 class SharpnessAwareOptimizer(WrappedOptimizer):
@@ -68,6 +69,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         self._backups = BackupArena()
         self._perturbation: _Perturbation | None = None
         self._marks = GradMarks()
+        self._marks.watch(self._all_params())
 
     @property
     def backup_nbytes(self) -> int:
@@ -169,7 +171,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
             # inf checks of both passes.
             scaler.unscale_(self.base_optimizer)
         took_step = self._prepare_descent(
-            perturbation.ascent_norm, refuse_zero_ascent=perturbation.caller_first_pass
+            perturbation.ascent_norm, refuse_zero_ascent=perturbation.unproven_first_pass
         )
         # The fused kernels take plain tensors, and the base optimizer's state is keyed by
         # the DTensor parameters: sharded parameters restore, then step on their own.
@@ -273,7 +275,11 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
     ) -> Any:
         """The SAM step in whichever form the gradients call for."""
         if not self.first_pass_pending():
-            return self._sam_step(closure, scaler, caller_first_pass=True)
+            # Zero gradients that a backward wrote are a true first pass (the ascent is then
+            # zero, as SAM's rho g / ||g|| gives); without a backward seen they may be an
+            # in-place zeroing by someone else, and a zero ascent is refused.
+            unproven = not self._marks.backward_ran
+            return self._sam_step(closure, scaler, unproven_first_pass=unproven)
         loss = self._first_pass(closure)
         self._sam_step(closure, scaler)
         return loss
@@ -306,10 +312,10 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         self,
         closure: Callable[[], Any],
         scaler: torch.amp.GradScaler | None = None,
-        caller_first_pass: bool = False,
+        unproven_first_pass: bool = False,
     ) -> Any:
         self.first_step(zero_grad=True, scaler=scaler)
-        self._perturbation.caller_first_pass = caller_first_pass
+        self._perturbation.unproven_first_pass = unproven_first_pass
         try:
             with torch.enable_grad():
                 loss = closure()
