@@ -84,7 +84,7 @@ def test_accumulated_clipped_scheduled_run_equals_the_large_batch_loop(name):
         assert opt.step_index == 4
 
 
-def skip_second_pass(opt, closure, scaler=None, caller_first_pass=False):
+def skip_second_pass(opt, closure, scaler=None, unproven_first_pass=False):
     opt.first_step(scaler=scaler)
     opt._restore()  # the descent takes the first pass's gradient
     opt.base_optimizer.step()
