@@ -8,6 +8,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "common/elementwise.h"
+#include "cpu/kernels.h"
 #include "layout.h"
 #include "ops.h"
 
@@ -149,4 +150,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sgd_restore_step_", &slsam::sgd_restore_step, py::arg("params"), py::arg("grads"),
         py::arg("backups"), py::arg("momentum_buffers"), py::arg("scalars"),
         "torch's SGD step reading w from the backup. False if layouts differ.");
+  m.def("use_f16c_steps", &slsam::cpu::use_f16c_steps, py::arg("enabled"),
+        "Whether the CPU fp16 Adam/SGD steps take their F16C loops (where the CPU has them; "
+        "the same bits either way). Returns the setting before.");
 }

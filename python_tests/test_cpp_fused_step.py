@@ -7,7 +7,14 @@ from typing import Any, NamedTuple
 
 import pytest
 import torch
-from cpp_testing import DTYPES, ODD_SIZES, fresh_generator, randn, requires_extension
+from cpp_testing import (
+    DTYPES,
+    ODD_SIZES,
+    assert_bitwise_equal,
+    fresh_generator,
+    randn,
+    requires_extension,
+)
 from oracle_testing import (
     assert_error_bounded_by_torchs,
     assert_states_bounded_by_torchs,
@@ -122,3 +129,54 @@ def test_state_dict_hands_over_to_torch_mid_run(optimizer_class, options):
 
 def test_coefficient_columns_match_the_kernels_structs():
     assert (C.adam_scalar_count, C.sgd_scalar_count) == (len(ADAM_COLUMNS), len(SGD_COLUMNS))
+
+
+def _f16c_steps_available() -> bool:
+    before = C.use_f16c_steps(True)
+    available = C.use_f16c_steps(before)
+    return available
+
+
+def _fp16_step_inputs(gen: torch.Generator) -> list[torch.Tensor]:
+    """fp16 values at every scale the steps meet: normal, subnormal, near overflow, and the
+    finite patterns of every fp16 exponent; sizes that end on and off the 8-lane loop."""
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    finite = every[every.isfinite()]
+    sizes = [1, 7, 8, 9, 65537, finite.numel()]
+    tensors = [torch.randn(n, generator=gen).to(torch.float16) for n in sizes]
+    tensors[-1] = finite[torch.randperm(finite.numel(), generator=gen)]
+    exponents = torch.randint(-24, 15, (65537,), generator=gen)
+    tensors[-2] = tensors[-2] * torch.tensor(2.0).pow(exponents)
+    return [t.to(torch.float16) for t in tensors]
+
+
+@pytest.mark.skipif(not _f16c_steps_available(), reason="this CPU has no F16C fp16 steps")
+@pytest.mark.parametrize("in_place", [False, True], ids=["from-backup", "in-place"])
+@pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
+def test_f16c_fp16_steps_equal_the_portable_loops_bit_for_bit(optimizer_class, options, in_place):
+    """The x86-64-v3 fp16 steps (eight lanes through F16C) against the portable loops, over
+    three steps from the same state; inf/NaN gradients included."""
+    gen, seed = fresh_generator()
+    params = _fp16_step_inputs(gen)
+    grads = [_fp16_step_inputs(gen) for _ in range(3)]
+    for step_grads in grads:
+        step_grads[0][0] = float("inf")
+        step_grads[2][3] = float("nan")
+    results = []
+    for f16c in (True, False):
+        before = C.use_f16c_steps(f16c)
+        try:
+            ws = [p.clone() for p in params]
+            opt = optimizer_class(ws, **options)
+            for step_grads in grads:
+                backups = ws if in_place else [w.clone() for w in ws]
+                for w, g in zip(ws, step_grads, strict=True):
+                    w.grad = g.clone()
+                    if not in_place:
+                        w.mul_(0.5)  # the perturbation the restore undoes
+                assert fused_restore_step(opt, ws, backups)
+            state = [t for w in ws for t in opt.state[w].values() if torch.is_tensor(t)]
+            results.append(ws + [t for t in state if t.dtype == torch.float16])
+        finally:
+            C.use_f16c_steps(before)
+    assert_bitwise_equal(results[0], results[1], f"seed {seed}")

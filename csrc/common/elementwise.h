@@ -39,6 +39,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float rounded(float x) {
   return static_cast<float>(from_float<T>(x));
 }
 
+C10_HOST_DEVICE inline float fused_multiply_add(float a, float b, float c) {
+  return fmaf(a, b, c);
+}
+
+C10_HOST_DEVICE inline float square_root(float x) {
+  return std::sqrt(x);
+}
+
 // torch's a.add(b, alpha=alpha): one rounding.
 C10_HOST_DEVICE inline float add_scaled(float a, float alpha, float b) {
   return fmaf(alpha, b, a);
@@ -68,13 +76,14 @@ struct AdamScalars {
 constexpr int kAdamScalarCount = 9;
 
 // One element of torch's _single_tensor_adam (amsgrad, maximize off) starting from the backup
-// `w` times `prescale`; updates m and v in place and returns the new weight (unrounded). The
+// `w` times `prescale`; updates m and v (the state's values, widened) in place and returns the
+// new weight (unrounded); m and v come back T-representable, so storing them is exact. The
 // two branches torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
 // kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
-// |1 - beta1| < 0.5, see ATen/native/Lerp.h).
-template <typename T, bool kL2, bool kSmallLerpWeight>
-C10_HOST_DEVICE C10_ALWAYS_INLINE float adam_element(float w, float g, T& m_ref, T& v_ref,
-                                                     const AdamScalars& s) {
+// |1 - beta1| < 0.5, see ATen/native/Lerp.h). F is float, or a vector of floats that brings
+// its own rounded, add_scaled, fused_multiply_add and square_root (csrc/cpu/half.h).
+template <typename T, bool kL2, bool kSmallLerpWeight, typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE F adam_element(F w, F g, F& m, F& v, const AdamScalars& s) {
   // prescale is exactly 1 outside BAR, and rounded<T>(w * 1) == w for a T value.
   w = rounded<T>(w * s.prescale);
   if constexpr (kL2) {
@@ -82,15 +91,12 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float adam_element(float w, float g, T& m_ref,
   }
   // decay is exactly 1 unless AdamW decays the weight, and w * 1 == w: no branch needed.
   w = rounded<T>(w * s.decay);
-  const float m_old = static_cast<float>(m_ref);
-  const float m = rounded<T>(kSmallLerpWeight ? add_scaled(m_old, s.lerp_weight, g - m_old)
-                                              : add_scaled(g, -(1.0f - s.lerp_weight), g - m_old));
+  const F m_old = m;
+  m = rounded<T>(kSmallLerpWeight ? add_scaled(m_old, s.lerp_weight, g - m_old)
+                                  : add_scaled(g, -(1.0f - s.lerp_weight), g - m_old));
   // addcmul_(g, g, value=c): fma(c * g, g, v), as ATen's CPU loop computes it.
-  const float v = rounded<T>(
-      fmaf(s.one_minus_beta2 * g, g, rounded<T>(static_cast<float>(v_ref) * s.beta2)));
-  m_ref = from_float<T>(m);
-  v_ref = from_float<T>(v);
-  const float denom = rounded<T>(rounded<T>(std::sqrt(v) / s.bias_correction2_sqrt) + s.eps);
+  v = rounded<T>(fused_multiply_add(s.one_minus_beta2 * g, g, rounded<T>(v * s.beta2)));
+  const F denom = rounded<T>(rounded<T>(square_root(v) / s.bias_correction2_sqrt) + s.eps);
   return w + s.neg_step_size * m / denom;
 }
 
@@ -128,23 +134,22 @@ struct SgdScalars {
 constexpr int kSgdScalarCount = 7;
 
 // One element of torch's _single_tensor_sgd (maximize off) from the backup `w` times
-// `prescale`; `buf` is the momentum buffer element (unused without kMomentum: torch keeps no
-// buffer then). Returns the new weight (unrounded). kFirstStep: the buffer is new, torch's
-// rule buf = d_p applies.
-template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov>
-C10_HOST_DEVICE C10_ALWAYS_INLINE float sgd_element(float w, float g, T* buf,
-                                                    const SgdScalars& s) {
+// `prescale`; `buf` is the momentum buffer's value (unused without kMomentum: torch keeps no
+// buffer then; not read with kFirstStep), updated in place and T-representable. Returns the
+// new weight (unrounded). kFirstStep: the buffer is new, torch's rule buf = d_p applies. F as
+// for adam_element.
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
+          typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE F sgd_element(F w, F g, F& buf, const SgdScalars& s) {
   w = rounded<T>(w * s.prescale);
   if constexpr (kWeightDecay) {
     g = rounded<T>(add_scaled(g, s.weight_decay, w));
   }
   if constexpr (kMomentum) {
-    const float b =
-        kFirstStep ? g
-                   : rounded<T>(add_scaled(rounded<T>(static_cast<float>(*buf) * s.momentum),
-                                           s.one_minus_dampening, g));
-    *buf = from_float<T>(b);
-    g = kNesterov ? rounded<T>(add_scaled(g, s.momentum, b)) : b;
+    buf = kFirstStep ? g
+                     : rounded<T>(add_scaled(rounded<T>(buf * s.momentum),
+                                             s.one_minus_dampening, g));
+    g = kNesterov ? rounded<T>(add_scaled(g, s.momentum, buf)) : buf;
   }
   return add_scaled(w, s.neg_lr, g);
 }

@@ -1,8 +1,11 @@
 // The block kernels, each compiled twice by GCC/Clang function multi-versioning: for x86-64-v3
 // (AVX2, FMA) and for the baseline, picked once at load time by the CPU. AVX2 measured on
 // this project's 2-core EPYC: bf16 grad_sqnorms 2.5 -> 1.9 ms per 25M elements, and the
-// Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both.
+// Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both. The
+// fp16 Adam/SGD steps have a third form, eight F16C lanes (half.h), picked at load time.
 #include "kernels.h"
+
+#include "half.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -17,65 +20,6 @@
 
 namespace slsam::cpu {
 namespace {
-
-// IEEE binary16 <-> fp32 in integer and fp32 operations only, without branches, so that the
-// fp16 loops vectorise in the x86-64-v3 clone. Through the compiler's _Float16, GCC 12 kept
-// them scalar: one xmm F16C conversion per element (objdump of the AVX2 clone of the fp16
-// Adam step: 92 vcvtph2ps, none on ymm), and c10::Half's own conversion branches. Both
-// directions are exact as IEEE and c10 define them: round to nearest even, subnormals kept,
-// overflow to inf, NaN quieted with its payload's top bits and sign (as torch's CPU cast).
-__attribute__((always_inline)) inline uint16_t half_bits_from_float(float f) {
-  constexpr uint32_t kInfinity = 255u << 23;
-  constexpr uint32_t kOverflow = (127u + 16u) << 23;  // 65536: at or above it, inf (or NaN)
-  constexpr uint32_t kSmallestNormal = 113u << 23;  // 2^-14
-  constexpr uint32_t kSubnormalMagic = 126u << 23;  // 0.5: its ulp is fp16's subnormal step
-  uint32_t x = c10::bit_cast<uint32_t>(f);
-  const uint32_t sign = x & 0x80000000u;
-  x ^= sign;
-  // normal: rebias the exponent, round the 13 dropped bits to nearest even
-  constexpr uint32_t kRebias = static_cast<uint32_t>(15 - 127) << 23;
-  const uint32_t normal = (x + kRebias + 0xFFFu + ((x >> 13) & 1u)) >> 13;
-  // subnormal: the fp32 addition rounds x to a multiple of 2^-24, as fp16 does
-  const float aligned = c10::bit_cast<float>(x) + c10::bit_cast<float>(kSubnormalMagic);
-  const uint32_t subnormal = c10::bit_cast<uint32_t>(aligned) - kSubnormalMagic;
-  // every case computed, one picked by masks: a select on them would be a branch GCC keeps
-  const uint32_t is_nan = 0u - static_cast<uint32_t>(x > kInfinity);
-  const uint32_t special = 0x7C00u | (is_nan & (0x0200u | ((x >> 13) & 0x03FFu)));
-  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(x < kSmallestNormal);
-  const uint32_t is_special = 0u - static_cast<uint32_t>(x >= kOverflow);
-  const uint32_t finite = (subnormal & is_subnormal) | (normal & ~is_subnormal);
-  const uint32_t out = (special & is_special) | (finite & ~is_special);
-  return static_cast<uint16_t>(out | (sign >> 16));
-}
-
-__attribute__((always_inline)) inline float half_bits_to_float(uint16_t h) {
-  constexpr uint32_t kExponent = 0x7C00u << 13;
-  constexpr float kSmallestNormal = 6.103515625e-05f;  // 2^-14
-  uint32_t bits = (static_cast<uint32_t>(h) & 0x7FFFu) << 13;
-  const uint32_t exponent = bits & kExponent;
-  bits += (127u - 15u) << 23;
-  const uint32_t special = bits + ((128u - 16u) << 23);  // inf and NaN (payload kept)
-  const uint32_t subnormal =
-      c10::bit_cast<uint32_t>(c10::bit_cast<float>(bits + (1u << 23)) - kSmallestNormal);
-  const uint32_t is_special = 0u - static_cast<uint32_t>(exponent == kExponent);
-  const uint32_t is_subnormal = 0u - static_cast<uint32_t>(exponent == 0);
-  const uint32_t normal = bits & ~(is_special | is_subnormal);
-  bits = (special & is_special) | (subnormal & is_subnormal) | normal;
-  return c10::bit_cast<float>(bits | ((static_cast<uint32_t>(h) & 0x8000u) << 16));
-}
-
-// c10::Half's bits, converted by the two functions above. The kernels view c10::Half buffers
-// through it (as they did through _Float16): each kernel reads and writes a buffer through
-// one type only. may_alias would be the strict fix, but GCC then finds no vector type for it.
-struct Half16 {
-  uint16_t bits;
-  Half16() = default;
-  __attribute__((always_inline)) explicit Half16(float f) : bits(half_bits_from_float(f)) {}
-  __attribute__((always_inline)) explicit operator float() const {
-    return half_bits_to_float(bits);
-  }
-};
-static_assert(sizeof(Half16) == sizeof(c10::Half));
 
 template <typename T>
 struct Compute {
@@ -163,9 +107,13 @@ __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __re
                                                 T* __restrict__ m, T* __restrict__ v,
                                                 int64_t n, const AdamScalars s) {
   for (int64_t i = 0; i < n; ++i) {
+    float m_i = static_cast<float>(m[i]);
+    float v_i = static_cast<float>(v[i]);
     w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
-        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m[i], v[i],
+        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m_i, v_i,
         s));
+    m[i] = from_float<T>(m_i);
+    v[i] = from_float<T>(v_i);
   }
 }
 
@@ -176,13 +124,148 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
                                                T* __restrict__ buffer, int64_t n,
                                                const SgdScalars s) {
   for (int64_t i = 0; i < n; ++i) {
+    float b = kMomentum && !kFirstStep ? static_cast<float>(buffer[i]) : 0.0f;
     w[i] = from_float<T>(sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
-        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]),
-        kMomentum ? buffer + i : nullptr, s));
+        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), b, s));
+    if constexpr (kMomentum) {
+      buffer[i] = from_float<T>(b);
+    }
   }
 }
 
+#ifdef SLSAM_F16C_STEPS
+// The fp16 steps eight elements at a time through Vec8, the last n % 8 by the loops above:
+// both round alike, so a tensor's elements do not depend on where its blocks end.
+template <bool kL2, bool kSmallLerpWeight, bool kInPlace>
+__attribute__((always_inline)) inline void adam_f16c(Half16* w, const Half16* g,
+                                                     const Half16* backup, Half16* m,
+                                                     Half16* v, int64_t n,
+                                                     const AdamScalars s) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Vec8 m_i = load8(m + i);
+    Vec8 v_i = load8(v + i);
+    const Vec8 w_new = adam_element<Half16, kL2, kSmallLerpWeight>(
+        load8(kInPlace ? w + i : backup + i), load8(g + i), m_i, v_i, s);
+    store8(m + i, m_i);
+    store8(v + i, v_i);
+    store8(w + i, w_new);
+  }
+  adam<Half16, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
+                                                m + i, v + i, n - i, s);
+}
+
+template <bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov, bool kInPlace>
+__attribute__((always_inline)) inline void sgd_f16c(Half16* w, const Half16* g,
+                                                    const Half16* backup, Half16* buffer,
+                                                    int64_t n, const SgdScalars s) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Vec8 b = kMomentum && !kFirstStep ? load8(buffer + i) : broadcast(0.0f);
+    const Vec8 w_new = sgd_element<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
+        load8(kInPlace ? w + i : backup + i), load8(g + i), b, s);
+    if constexpr (kMomentum) {
+      store8(buffer + i, b);
+    }
+    store8(w + i, w_new);
+  }
+  sgd<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
+      w + i, g + i, kInPlace ? nullptr : backup + i, kMomentum ? buffer + i : nullptr, n - i, s);
+}
+#endif
+
+// The step loops with one tensor's flags as template arguments; kF16C picks the Vec8 loops
+// (fp16 on x86-64-v3 only).
+template <typename T, bool kF16C>
+__attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, const T* backup,
+                                                           T* m, T* v, int64_t n,
+                                                           const AdamScalars& s) {
+  with_adam_flags(
+      s,
+      [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {
+        const auto* from = kInPlace ? nullptr : as_compute(backup);
+        if constexpr (kF16C) {
+          adam_f16c<kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from, as_compute(m),
+                                           as_compute(v), n, s);
+        } else {
+          adam<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
+                                                    as_compute(m), as_compute(v), n, s);
+        }
+      },
+      backup == w);
+}
+
+template <typename T, bool kF16C>
+__attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, const T* backup,
+                                                          T* buffer, int64_t n,
+                                                          const SgdScalars& s) {
+  with_sgd_flags(
+      s, buffer != nullptr,
+      [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov, bool kInPlace>()
+          SLSAM_INLINE_LAMBDA {
+            const auto* from = kInPlace ? nullptr : as_compute(backup);
+            if constexpr (kF16C) {
+              sgd_f16c<kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+                  as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
+            } else {
+              sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+                  as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
+            }
+          },
+      backup == w);
+}
+
+#ifdef SLSAM_F16C_STEPS
+// flatten: Vec8's functions carry the x86-64-v3 target and the element functions none, so
+// they inline only here, into a function built for it (a plain always_inline chain would not
+// compile).
+#define SLSAM_F16C_STEP __attribute__((target("arch=x86-64-v3"), flatten))
+
+SLSAM_F16C_STEP void adam_block_f16c(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+                                     c10::Half* m, c10::Half* v, int64_t n,
+                                     const AdamScalars& s) {
+  adam_with_flags<c10::Half, true>(w, g, backup, m, v, n, s);
+}
+
+SLSAM_F16C_STEP void sgd_block_f16c(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+                                    c10::Half* buffer, int64_t n, const SgdScalars& s) {
+  sgd_with_flags<c10::Half, true>(w, g, backup, buffer, n, s);
+}
+#undef SLSAM_F16C_STEP
+
+bool cpu_runs_f16c_steps() {
+  __builtin_cpu_init();  // this runs in a static initialiser, maybe before libgcc's own
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+
+bool f16c_steps_enabled = cpu_runs_f16c_steps();
+#endif
+
+SLSAM_MULTIVERSIONED void adam_block_portable(c10::Half* w, const c10::Half* g,
+                                              const c10::Half* backup, c10::Half* m,
+                                              c10::Half* v, int64_t n, const AdamScalars& s) {
+  adam_with_flags<c10::Half, false>(w, g, backup, m, v, n, s);
+}
+
+SLSAM_MULTIVERSIONED void sgd_block_portable(c10::Half* w, const c10::Half* g,
+                                             const c10::Half* backup, c10::Half* buffer,
+                                             int64_t n, const SgdScalars& s) {
+  sgd_with_flags<c10::Half, false>(w, g, backup, buffer, n, s);
+}
+
 }  // namespace
+
+bool use_f16c_steps(bool enabled) {
+#ifdef SLSAM_F16C_STEPS
+  const bool before = f16c_steps_enabled;
+  f16c_steps_enabled = enabled && cpu_runs_f16c_steps();
+  return before;
+#else
+  (void)enabled;
+  return false;
+#endif
+}
 
 #define SLSAM_DEFINE_BLOCK_KERNELS(T)                                                          \
   SLSAM_MULTIVERSIONED float sqnorm_block(const T* g, int64_t n) {                             \
@@ -199,36 +282,49 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
       perturb<compute_t<T>, false>(as_compute(w), as_compute(g), as_compute(backup), n,        \
                                    scale);                                                     \
     }                                                                                          \
-  }                                                                                            \
+  }
+
+#define SLSAM_DEFINE_STEP_KERNELS(T)                                                           \
   SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,          \
                                        T* exp_avg_sq, int64_t n, const AdamScalars& s) {       \
-    with_adam_flags(                                                                           \
-        s,                                                                                     \
-        [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {                      \
-          adam<compute_t<T>, kL2, kSmall, kInPlace>(                                           \
-              as_compute(w), as_compute(g), kInPlace ? nullptr : as_compute(backup),           \
-              as_compute(exp_avg), as_compute(exp_avg_sq), n, s);                              \
-        },                                                                                     \
-        backup == w);                                                                          \
+    adam_with_flags<T, false>(w, g, backup, exp_avg, exp_avg_sq, n, s);                        \
   }                                                                                            \
   SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer,   \
                                       int64_t n, const SgdScalars& s) {                        \
-    with_sgd_flags(                                                                            \
-        s, momentum_buffer != nullptr,                                                         \
-        [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov, bool kInPlace>()         \
-            SLSAM_INLINE_LAMBDA {                                                              \
-              sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(               \
-                  as_compute(w), as_compute(g), kInPlace ? nullptr : as_compute(backup),       \
-                  as_compute(momentum_buffer), n, s);                                          \
-            },                                                                                 \
-        backup == w);                                                                          \
+    sgd_with_flags<T, false>(w, g, backup, momentum_buffer, n, s);                             \
   }
 
 SLSAM_DEFINE_BLOCK_KERNELS(float)
 SLSAM_DEFINE_BLOCK_KERNELS(double)
 SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16)
 SLSAM_DEFINE_BLOCK_KERNELS(c10::Half)
+SLSAM_DEFINE_STEP_KERNELS(float)
+SLSAM_DEFINE_STEP_KERNELS(double)
+SLSAM_DEFINE_STEP_KERNELS(c10::BFloat16)
 
 #undef SLSAM_DEFINE_BLOCK_KERNELS
+#undef SLSAM_DEFINE_STEP_KERNELS
+
+void adam_block(c10::Half* w, const c10::Half* g, const c10::Half* backup, c10::Half* exp_avg,
+                c10::Half* exp_avg_sq, int64_t n, const AdamScalars& s) {
+#ifdef SLSAM_F16C_STEPS
+  if (f16c_steps_enabled) {
+    adam_block_f16c(w, g, backup, exp_avg, exp_avg_sq, n, s);
+    return;
+  }
+#endif
+  adam_block_portable(w, g, backup, exp_avg, exp_avg_sq, n, s);
+}
+
+void sgd_block(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+               c10::Half* momentum_buffer, int64_t n, const SgdScalars& s) {
+#ifdef SLSAM_F16C_STEPS
+  if (f16c_steps_enabled) {
+    sgd_block_f16c(w, g, backup, momentum_buffer, n, s);
+    return;
+  }
+#endif
+  sgd_block_portable(w, g, backup, momentum_buffer, n, s);
+}
 
 }  // namespace slsam::cpu

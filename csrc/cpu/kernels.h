@@ -28,4 +28,8 @@ SLSAM_DECLARE_BLOCK_KERNELS(c10::Half)
 
 #undef SLSAM_DECLARE_BLOCK_KERNELS
 
+// Whether the fp16 Adam/SGD steps take their F16C loops (on CPUs that have AVX2, FMA and
+// F16C; both forms give the same bits). Returns the setting before; for tests and benchmarks.
+bool use_f16c_steps(bool enabled);
+
 }  // namespace slsam::cpu

@@ -17,10 +17,15 @@ struct AdamStep {
     T* w = table.ptr<T>(0, t);
     const float backup = static_cast<float>(table.ptr<const T>(2, t)[i]);
     const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
+    T& m_ref = table.ptr<T>(3, t)[i];
+    T& v_ref = table.ptr<T>(4, t)[i];
+    float m = static_cast<float>(m_ref);
+    float v = static_cast<float>(v_ref);
     with_adam_flags(s, [&]<bool kL2, bool kSmallLerpWeight>() {
-      w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
-          backup, g, table.ptr<T>(3, t)[i], table.ptr<T>(4, t)[i], s));
+      w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(backup, g, m, v, s));
     });
+    m_ref = from_float<T>(m);
+    v_ref = from_float<T>(v);
   }
 };
 
@@ -37,8 +42,12 @@ struct SgdStep {
     const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
     with_sgd_flags(s, buffer != nullptr,
                    [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>() {
-                     w[i] = from_float<T>(sgd_element<T, kDecay, kMomentum, kFirst, kNesterov>(
-                         backup, g, kMomentum ? buffer + i : nullptr, s));
+                     float b = kMomentum && !kFirst ? static_cast<float>(buffer[i]) : 0.0f;
+                     w[i] = from_float<T>(
+                         sgd_element<T, kDecay, kMomentum, kFirst, kNesterov>(backup, g, b, s));
+                     if constexpr (kMomentum) {
+                       buffer[i] = from_float<T>(b);
+                     }
                    });
   }
 };
