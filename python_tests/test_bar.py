@@ -241,7 +241,9 @@ def test_scaler_step_form_works_too():
 
 def test_resume_is_bit_identical():
     batches = lora_batches(STEPS)
-    through, _ = bar_run(torch.optim.AdamW, {"lr": 0.05}, "obar", "linear", 1.0, batches)
+    through, _ = bar_run(
+        torch.optim.AdamW, {"lr": 0.05}, "obar", "linear", 1.0, batches, backend="auto"
+    )
     model = make_lora_net()
 
     def build(m):

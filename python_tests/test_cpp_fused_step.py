@@ -131,30 +131,32 @@ def test_coefficient_columns_match_the_kernels_structs():
     assert (C.adam_scalar_count, C.sgd_scalar_count) == (len(ADAM_COLUMNS), len(SGD_COLUMNS))
 
 
-def _f16c_steps_available() -> bool:
-    before = C.use_f16c_steps(True)
-    available = C.use_f16c_steps(before)
+def _vec8_steps_available() -> bool:
+    before = C.use_vec8_steps(True)
+    available = C.use_vec8_steps(before)
     return available
 
 
 def _fp16_step_inputs(gen: torch.Generator) -> list[torch.Tensor]:
-    """fp16 values at every scale the steps meet: normal, subnormal, near overflow, and the
-    finite patterns of every fp16 exponent; sizes that end on and off the 8-lane loop."""
+    """fp16 values at every scale the steps meet: normal, subnormal, near overflow, and every
+    finite fp16 pattern; sizes that end on and off the 8-lane loop."""
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
     finite = every[every.isfinite()]
     sizes = [1, 7, 8, 9, 65537, finite.numel()]
-    tensors = [torch.randn(n, generator=gen).to(torch.float16) for n in sizes]
+    tensors = [torch.randn(n, generator=gen) for n in sizes]
     tensors[-1] = finite[torch.randperm(finite.numel(), generator=gen)]
     exponents = torch.randint(-24, 15, (65537,), generator=gen)
     tensors[-2] = tensors[-2] * torch.tensor(2.0).pow(exponents)
     return [t.to(torch.float16) for t in tensors]
 
 
-@pytest.mark.skipif(not _f16c_steps_available(), reason="this CPU has no F16C fp16 steps")
+@pytest.mark.skipif(not _vec8_steps_available(), reason="this CPU has no AVX2+FMA+F16C")
 @pytest.mark.parametrize("in_place", [False, True], ids=["from-backup", "in-place"])
 @pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
-def test_f16c_fp16_steps_equal_the_portable_loops_bit_for_bit(optimizer_class, options, in_place):
-    """The x86-64-v3 fp16 steps (eight lanes through F16C) against the portable loops, over
+def test_eight_lane_fp16_steps_equal_the_portable_loops_bit_for_bit(
+    optimizer_class, options, in_place
+):
+    """The x86-64-v3 fp16 steps (eight F16C lanes, vec8.h) against the portable loops, over
     three steps from the same state; inf/NaN gradients included."""
     gen, seed = fresh_generator()
     params = _fp16_step_inputs(gen)
@@ -163,8 +165,8 @@ def test_f16c_fp16_steps_equal_the_portable_loops_bit_for_bit(optimizer_class, o
         step_grads[0][0] = float("inf")
         step_grads[2][3] = float("nan")
     results = []
-    for f16c in (True, False):
-        before = C.use_f16c_steps(f16c)
+    for eight_lanes in (True, False):
+        before = C.use_vec8_steps(eight_lanes)
         try:
             ws = [p.clone() for p in params]
             opt = optimizer_class(ws, **options)
@@ -178,5 +180,5 @@ def test_f16c_fp16_steps_equal_the_portable_loops_bit_for_bit(optimizer_class, o
             state = [t for w in ws for t in opt.state[w].values() if torch.is_tensor(t)]
             results.append(ws + [t for t in state if t.dtype == torch.float16])
         finally:
-            C.use_f16c_steps(before)
+            C.use_vec8_steps(before)
     assert_bitwise_equal(results[0], results[1], f"seed {seed}")

@@ -1,5 +1,5 @@
 // fp16 for the CPU kernels: Half16, a portable view of c10::Half's bits whose conversions
-// vectorise, and Vec8, eight fp32 lanes with F16C conversions for the x86-64-v3 fp16 steps.
+// vectorise (the eight-lane steps convert through F16C instead: vec8.h).
 #pragma once
 
 #include <cstdint>
@@ -67,61 +67,5 @@ struct Half16 {
   }
 };
 static_assert(sizeof(Half16) == sizeof(c10::Half));
-
-// Eight fp32 lanes for the fp16 optimizer steps of the x86-64-v3 build: with F16C every
-// rounding to fp16 is two instructions (the portable Half16 takes ~20 integer operations per
-// conversion, and torch's fp16 Adam rounds 7 intermediates per element). The functions are
-// plain inline with a target: the generic element functions they are called from carry none,
-// so only a caller compiled for x86-64-v3 that flattens them inlines them (see kernels.cpp).
-// Each is IEEE-exact as its scalar twin: fp16 rounding to nearest even, NaN quieted with its
-// payload's top bits (as Half16 and torch's CPU cast), correctly rounded sqrt, div and fma.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SLSAM_F16C_STEPS 1
-}  // namespace slsam::cpu
-
-#include <immintrin.h>
-
-namespace slsam::cpu {
-
-#define SLSAM_F16C __attribute__((target("avx2,fma,f16c"))) inline
-
-struct Vec8 {
-  __m256 v;
-};
-
-SLSAM_F16C Vec8 broadcast(float x) { return {_mm256_set1_ps(x)}; }
-SLSAM_F16C Vec8 operator+(Vec8 a, Vec8 b) { return {_mm256_add_ps(a.v, b.v)}; }
-SLSAM_F16C Vec8 operator+(Vec8 a, float b) { return a + broadcast(b); }
-SLSAM_F16C Vec8 operator-(Vec8 a, Vec8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
-SLSAM_F16C Vec8 operator*(Vec8 a, Vec8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
-SLSAM_F16C Vec8 operator*(Vec8 a, float b) { return a * broadcast(b); }
-SLSAM_F16C Vec8 operator*(float a, Vec8 b) { return broadcast(a) * b; }
-SLSAM_F16C Vec8 operator/(Vec8 a, Vec8 b) { return {_mm256_div_ps(a.v, b.v)}; }
-SLSAM_F16C Vec8 operator/(Vec8 a, float b) { return a / broadcast(b); }
-SLSAM_F16C Vec8 fused_multiply_add(Vec8 a, Vec8 b, Vec8 c) {
-  return {_mm256_fmadd_ps(a.v, b.v, c.v)};
-}
-SLSAM_F16C Vec8 add_scaled(Vec8 a, float alpha, Vec8 b) {
-  return fused_multiply_add(broadcast(alpha), b, a);
-}
-SLSAM_F16C Vec8 square_root(Vec8 x) { return {_mm256_sqrt_ps(x.v)}; }
-
-SLSAM_F16C Vec8 load8(const Half16* p) {
-  return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
-}
-SLSAM_F16C void store8(Half16* p, Vec8 x) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                   _mm256_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-// The element functions' rounding to fp16 and back (T is Half16: the fp16 steps only).
-template <typename T>
-SLSAM_F16C Vec8 rounded(Vec8 x) {
-  static_assert(sizeof(T) == 2, "Vec8 rounds to fp16 only");
-  return {_mm256_cvtph_ps(_mm256_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))};
-}
-
-#undef SLSAM_F16C
-#endif
 
 }  // namespace slsam::cpu

@@ -2,13 +2,15 @@
 // (AVX2, FMA) and for the baseline, picked once at load time by the CPU. AVX2 measured on
 // this project's 2-core EPYC: bf16 grad_sqnorms 2.5 -> 1.9 ms per 25M elements, and the
 // Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both. The
-// fp16 Adam/SGD steps have a third form, eight F16C lanes (half.h), picked at load time.
+// fp16 Adam/SGD steps have a third form, eight F16C lanes (vec8.h), picked at load time.
 #include "kernels.h"
 
 #include "half.h"
+#include "vec8.h"
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <c10/util/bit_cast.h>
 
@@ -112,8 +114,8 @@ __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __re
     w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
         static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m_i, v_i,
         s));
-    m[i] = from_float<T>(m_i);
-    v[i] = from_float<T>(v_i);
+    m[i] = from_representable<T>(m_i);
+    v[i] = from_representable<T>(v_i);
   }
 }
 
@@ -128,55 +130,53 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
     w[i] = from_float<T>(sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
         static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), b, s));
     if constexpr (kMomentum) {
-      buffer[i] = from_float<T>(b);
+      buffer[i] = from_representable<T>(b);
     }
   }
 }
 
-#ifdef SLSAM_F16C_STEPS
+#ifdef SLSAM_VEC8_STEPS
 // The fp16 steps eight elements at a time through Vec8, the last n % 8 by the loops above:
 // both round alike, so a tensor's elements do not depend on where its blocks end.
-template <bool kL2, bool kSmallLerpWeight, bool kInPlace>
-__attribute__((always_inline)) inline void adam_f16c(Half16* w, const Half16* g,
-                                                     const Half16* backup, Half16* m,
-                                                     Half16* v, int64_t n,
-                                                     const AdamScalars s) {
+template <typename T, bool kL2, bool kSmallLerpWeight, bool kInPlace>
+__attribute__((always_inline)) inline void adam_vec8(T* w, const T* g, const T* backup, T* m,
+                                                     T* v, int64_t n, const AdamScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 m_i = load8(m + i);
     Vec8 v_i = load8(v + i);
-    const Vec8 w_new = adam_element<Half16, kL2, kSmallLerpWeight>(
+    const Vec8 w_new = adam_element<T, kL2, kSmallLerpWeight>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), m_i, v_i, s);
     store8(m + i, m_i);
     store8(v + i, v_i);
     store8(w + i, w_new);
   }
-  adam<Half16, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
+  adam<T, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
                                                 m + i, v + i, n - i, s);
 }
 
-template <bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov, bool kInPlace>
-__attribute__((always_inline)) inline void sgd_f16c(Half16* w, const Half16* g,
-                                                    const Half16* backup, Half16* buffer,
-                                                    int64_t n, const SgdScalars s) {
+template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
+          bool kInPlace>
+__attribute__((always_inline)) inline void sgd_vec8(T* w, const T* g, const T* backup,
+                                                    T* buffer, int64_t n, const SgdScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 b = kMomentum && !kFirstStep ? load8(buffer + i) : broadcast(0.0f);
-    const Vec8 w_new = sgd_element<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
+    const Vec8 w_new = sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), b, s);
     if constexpr (kMomentum) {
       store8(buffer + i, b);
     }
     store8(w + i, w_new);
   }
-  sgd<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
+  sgd<T, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
       w + i, g + i, kInPlace ? nullptr : backup + i, kMomentum ? buffer + i : nullptr, n - i, s);
 }
 #endif
 
-// The step loops with one tensor's flags as template arguments; kF16C picks the Vec8 loops
+// The step loops with one tensor's flags as template arguments; kVec8 picks the Vec8 loops
 // (fp16 on x86-64-v3 only).
-template <typename T, bool kF16C>
+template <typename T, bool kVec8>
 __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, const T* backup,
                                                            T* m, T* v, int64_t n,
                                                            const AdamScalars& s) {
@@ -184,9 +184,9 @@ __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, con
       s,
       [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {
         const auto* from = kInPlace ? nullptr : as_compute(backup);
-        if constexpr (kF16C) {
-          adam_f16c<kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from, as_compute(m),
-                                           as_compute(v), n, s);
+        if constexpr (kVec8) {
+          adam_vec8<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
+                                                         as_compute(m), as_compute(v), n, s);
         } else {
           adam<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
                                                     as_compute(m), as_compute(v), n, s);
@@ -195,7 +195,7 @@ __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, con
       backup == w);
 }
 
-template <typename T, bool kF16C>
+template <typename T, bool kVec8>
 __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, const T* backup,
                                                           T* buffer, int64_t n,
                                                           const SgdScalars& s) {
@@ -204,8 +204,8 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
       [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov, bool kInPlace>()
           SLSAM_INLINE_LAMBDA {
             const auto* from = kInPlace ? nullptr : as_compute(backup);
-            if constexpr (kF16C) {
-              sgd_f16c<kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+            if constexpr (kVec8) {
+              sgd_vec8<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
                   as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
             } else {
               sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
@@ -215,51 +215,84 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
       backup == w);
 }
 
-#ifdef SLSAM_F16C_STEPS
+#ifdef SLSAM_VEC8_STEPS
 // flatten: Vec8's functions carry the x86-64-v3 target and the element functions none, so
 // they inline only here, into a function built for it (a plain always_inline chain would not
 // compile).
-#define SLSAM_F16C_STEP __attribute__((target("arch=x86-64-v3"), flatten))
+#define SLSAM_VEC8_STEP __attribute__((target("arch=x86-64-v3"), flatten))
 
-SLSAM_F16C_STEP void adam_block_f16c(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+SLSAM_VEC8_STEP void adam_block_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
                                      c10::Half* m, c10::Half* v, int64_t n,
                                      const AdamScalars& s) {
   adam_with_flags<c10::Half, true>(w, g, backup, m, v, n, s);
 }
 
-SLSAM_F16C_STEP void sgd_block_f16c(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+SLSAM_VEC8_STEP void sgd_block_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
                                     c10::Half* buffer, int64_t n, const SgdScalars& s) {
   sgd_with_flags<c10::Half, true>(w, g, backup, buffer, n, s);
 }
-#undef SLSAM_F16C_STEP
+#undef SLSAM_VEC8_STEP
 
-bool cpu_runs_f16c_steps() {
+bool cpu_runs_vec8_steps() {
   __builtin_cpu_init();  // this runs in a static initialiser, maybe before libgcc's own
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
 }
 
-bool f16c_steps_enabled = cpu_runs_f16c_steps();
+bool vec8_steps_enabled = cpu_runs_vec8_steps();
 #endif
 
-SLSAM_MULTIVERSIONED void adam_block_portable(c10::Half* w, const c10::Half* g,
-                                              const c10::Half* backup, c10::Half* m,
-                                              c10::Half* v, int64_t n, const AdamScalars& s) {
-  adam_with_flags<c10::Half, false>(w, g, backup, m, v, n, s);
+#define SLSAM_DEFINE_PORTABLE_STEP_KERNELS(T)                                                  \
+  SLSAM_MULTIVERSIONED void adam_block_portable(T* w, const T* g, const T* backup, T* m, T* v, \
+                                                int64_t n, const AdamScalars& s) {             \
+    adam_with_flags<T, false>(w, g, backup, m, v, n, s);                                       \
+  }                                                                                            \
+  SLSAM_MULTIVERSIONED void sgd_block_portable(T* w, const T* g, const T* backup, T* buffer,   \
+                                               int64_t n, const SgdScalars& s) {               \
+    sgd_with_flags<T, false>(w, g, backup, buffer, n, s);                                      \
+  }
+
+SLSAM_DEFINE_PORTABLE_STEP_KERNELS(float)
+SLSAM_DEFINE_PORTABLE_STEP_KERNELS(double)
+SLSAM_DEFINE_PORTABLE_STEP_KERNELS(c10::BFloat16)
+SLSAM_DEFINE_PORTABLE_STEP_KERNELS(c10::Half)
+#undef SLSAM_DEFINE_PORTABLE_STEP_KERNELS
+
+// The Vec8 loops for fp16 where this CPU runs them, else the portable ones.
+template <typename T>
+void adam_block_any(T* w, const T* g, const T* backup, T* m, T* v, int64_t n,
+                    const AdamScalars& s) {
+#ifdef SLSAM_VEC8_STEPS
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    if (vec8_steps_enabled) {
+      adam_block_vec8(w, g, backup, m, v, n, s);
+      return;
+    }
+  }
+#endif
+  adam_block_portable(w, g, backup, m, v, n, s);
 }
 
-SLSAM_MULTIVERSIONED void sgd_block_portable(c10::Half* w, const c10::Half* g,
-                                             const c10::Half* backup, c10::Half* buffer,
-                                             int64_t n, const SgdScalars& s) {
-  sgd_with_flags<c10::Half, false>(w, g, backup, buffer, n, s);
+template <typename T>
+void sgd_block_any(T* w, const T* g, const T* backup, T* buffer, int64_t n,
+                   const SgdScalars& s) {
+#ifdef SLSAM_VEC8_STEPS
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    if (vec8_steps_enabled) {
+      sgd_block_vec8(w, g, backup, buffer, n, s);
+      return;
+    }
+  }
+#endif
+  sgd_block_portable(w, g, backup, buffer, n, s);
 }
 
 }  // namespace
 
-bool use_f16c_steps(bool enabled) {
-#ifdef SLSAM_F16C_STEPS
-  const bool before = f16c_steps_enabled;
-  f16c_steps_enabled = enabled && cpu_runs_f16c_steps();
+bool use_vec8_steps(bool enabled) {
+#ifdef SLSAM_VEC8_STEPS
+  const bool before = vec8_steps_enabled;
+  vec8_steps_enabled = enabled && cpu_runs_vec8_steps();
   return before;
 #else
   (void)enabled;
@@ -282,49 +315,21 @@ bool use_f16c_steps(bool enabled) {
       perturb<compute_t<T>, false>(as_compute(w), as_compute(g), as_compute(backup), n,        \
                                    scale);                                                     \
     }                                                                                          \
-  }
-
-#define SLSAM_DEFINE_STEP_KERNELS(T)                                                           \
-  SLSAM_MULTIVERSIONED void adam_block(T* w, const T* g, const T* backup, T* exp_avg,          \
-                                       T* exp_avg_sq, int64_t n, const AdamScalars& s) {       \
-    adam_with_flags<T, false>(w, g, backup, exp_avg, exp_avg_sq, n, s);                        \
   }                                                                                            \
-  SLSAM_MULTIVERSIONED void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer,   \
-                                      int64_t n, const SgdScalars& s) {                        \
-    sgd_with_flags<T, false>(w, g, backup, momentum_buffer, n, s);                             \
+  void adam_block(T* w, const T* g, const T* backup, T* exp_avg, T* exp_avg_sq, int64_t n,     \
+                  const AdamScalars& s) {                                                      \
+    adam_block_any(w, g, backup, exp_avg, exp_avg_sq, n, s);                                   \
+  }                                                                                            \
+  void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, int64_t n,             \
+                 const SgdScalars& s) {                                                        \
+    sgd_block_any(w, g, backup, momentum_buffer, n, s);                                        \
   }
 
 SLSAM_DEFINE_BLOCK_KERNELS(float)
 SLSAM_DEFINE_BLOCK_KERNELS(double)
 SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16)
 SLSAM_DEFINE_BLOCK_KERNELS(c10::Half)
-SLSAM_DEFINE_STEP_KERNELS(float)
-SLSAM_DEFINE_STEP_KERNELS(double)
-SLSAM_DEFINE_STEP_KERNELS(c10::BFloat16)
 
 #undef SLSAM_DEFINE_BLOCK_KERNELS
-#undef SLSAM_DEFINE_STEP_KERNELS
-
-void adam_block(c10::Half* w, const c10::Half* g, const c10::Half* backup, c10::Half* exp_avg,
-                c10::Half* exp_avg_sq, int64_t n, const AdamScalars& s) {
-#ifdef SLSAM_F16C_STEPS
-  if (f16c_steps_enabled) {
-    adam_block_f16c(w, g, backup, exp_avg, exp_avg_sq, n, s);
-    return;
-  }
-#endif
-  adam_block_portable(w, g, backup, exp_avg, exp_avg_sq, n, s);
-}
-
-void sgd_block(c10::Half* w, const c10::Half* g, const c10::Half* backup,
-               c10::Half* momentum_buffer, int64_t n, const SgdScalars& s) {
-#ifdef SLSAM_F16C_STEPS
-  if (f16c_steps_enabled) {
-    sgd_block_f16c(w, g, backup, momentum_buffer, n, s);
-    return;
-  }
-#endif
-  sgd_block_portable(w, g, backup, momentum_buffer, n, s);
-}
 
 }  // namespace slsam::cpu
