@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from slsam_kernels import RST, SAM, SLSAM
+from slsam_kernels import BAR, RST, SAM, SLSAM, lora_pairs
 from slsam_kernels.utils.memory_breakdown import PARTS, MemoryBreakdown
 
 from . import e2e
@@ -25,11 +25,22 @@ METHODS = (
     "SL-SAM s=0.5",
     "RST p=0.5",
 )
+#: On a ``+lora`` model (PEFT LoRA adapters on the attention, the rest frozen), where BAR applies.
+LORA_METHODS = ("AdamW", "SAM", "SL-SAM s=0.2", "BAR nbar mu=0.5")
+LORA_SUFFIX = "+lora"
 IMAGE_BATCH, IMAGE_SIZE, IMAGE_CLASSES = 32, 32, 10  # the demo's image task
 
 
 def _workload(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[], Any]]:
     """The model and a function that runs its forward and backward once."""
+    if name.endswith(LORA_SUFFIX):
+        import peft
+
+        model, loss_backward = _workload(name.removesuffix(LORA_SUFFIX), device)
+        # r 8, alpha 16: the LoRA evaluation's adapters; get_peft_model adapts ``model`` in
+        # place, so loss_backward runs through the adapters.
+        config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True)
+        return peft.get_peft_model(model, config), loss_backward
     if name == "efficientnet-lite0":
         from slsam_kernels.demo.models import efficientnet_lite0
 
@@ -57,8 +68,9 @@ def _workload(name: str, device: torch.device) -> tuple[torch.nn.Module, Callabl
     return model, lm_loss
 
 
-def _optimizer(method: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def _optimizer(method: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     adamw = torch.optim.AdamW
+    params = [p for p in model.parameters() if p.requires_grad]
     if method == "AdamW":
         return adamw(params, **BASE_OPTIONS)
     if method == "SAM":
@@ -70,7 +82,10 @@ def _optimizer(method: str, params: list[torch.nn.Parameter]) -> torch.optim.Opt
         return SLSAM(params, adamw, sample_ratio=s, seed=0, **BASE_OPTIONS)
     if method.startswith("RST"):
         return RST(params, adamw, sam_prob=0.5, seed=0, **BASE_OPTIONS)
-    raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if method.startswith("BAR"):
+        return BAR(params, adamw, lora_pairs(model), mu=0.5, variant="nbar", **BASE_OPTIONS)
+    known = ", ".join(dict.fromkeys(METHODS + LORA_METHODS))
+    raise ValueError(f"unknown method {method!r}: use one of {known}")
 
 
 def _step(opt: torch.optim.Optimizer, loss_backward: Callable[[], Any]) -> None:
@@ -79,7 +94,7 @@ def _step(opt: torch.optim.Optimizer, loss_backward: Callable[[], Any]) -> None:
         opt.first_step(zero_grad=True)
         loss_backward()
         opt.second_step()
-    elif isinstance(opt, torch.optim.AdamW):
+    elif isinstance(opt, (torch.optim.AdamW, BAR)):
         opt.step()
     else:
         opt.step(loss_backward)
@@ -92,8 +107,8 @@ def measure(
     """``warmup`` unmeasured steps, then ``steps`` measured ones; the row is the measured step
     with the highest peak above its start, with the mean of that figure over the steps."""
     model, loss_backward = _workload(name, device)
-    params = list(model.parameters())
-    opt = _optimizer(method, params)
+    params = list(model.parameters())  # frozen ones too: they are weights
+    opt = _optimizer(method, model)
     for _ in range(warmup):
         _step(opt, loss_backward)
     rows = []
@@ -112,13 +127,15 @@ def run(
     device: torch.device,
     warmup: int = 3,
     steps: int = 5,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Every method on every model; a failed one is reported in its row."""
+    """Every method (default: :data:`METHODS`, :data:`LORA_METHODS` on ``+lora`` models) on
+    every model; a failed one is reported in its row."""
     rows = []
     for name in names:
-        for method in methods:
+        default = LORA_METHODS if name.endswith(LORA_SUFFIX) else METHODS
+        for method in methods or default:
             try:
                 row = measure(name, method, device, warmup, steps)
             except Exception as exc:  # reported in the row

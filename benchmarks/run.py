@@ -82,6 +82,7 @@ PRESETS: dict[tuple[str, str], Preset] = {
         ["resnet50", "gpt2_124m"], ["fp32", "bf16"], [1.0, 0.22], [0.05, 0.22, 0.5],
         ["grid:1000x1024", "grid:10x1048576", *_ADVERSARIAL], list(ALL_OPS),
         ["cpu-small"], 7, 3, 10, 256,
+        memory_models=["cpu-small", "cpu-small+lora", "efficientnet-lite0"],
     ),
     ("cpu", "full"): Preset(
         ["resnet50", "vit_b16", "roberta_base", "gpt2_124m"], ["fp32", "bf16", "fp16", "mixed"],

@@ -80,6 +80,20 @@ def test_memory_breakdown_parts_add_up_to_the_peak():
     assert "| tiny | SL-SAM s=0.2 |" in memory_breakdown.table(rows)
 
 
+def test_memory_breakdown_on_lora_adapters_has_a_bar_row():
+    rows = memory_breakdown.run(
+        ["tiny+lora"], torch.device("cpu"), warmup=1, steps=1, log=lambda _: 0
+    )
+    by_method = {r["method"]: r for r in rows}
+    assert list(by_method) == list(memory_breakdown.LORA_METHODS)
+    assert all("error" not in r for r in rows), rows
+    adamw, sam, bar = by_method["AdamW"], by_method["SAM"], by_method["BAR nbar mu=0.5"]
+    # the frozen weights count as weights; backups and state cover the adapters only
+    assert 0 < sam["weight backups"] < adamw["weights"] / 10
+    assert bar["weight backups"] == 0 and bar["optimizer state"] > 0
+    assert bar["gradients"] == pytest.approx(adamw["gradients"])
+
+
 def test_a_second_run_refuses_to_overwrite_without_force(tmp_path):
     (tmp_path / "t.md").write_text("committed results")
     with pytest.raises(SystemExit, match=r"would overwrite .*t\.md.*pass --force"):
