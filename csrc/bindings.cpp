@@ -150,7 +150,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sgd_restore_step_", &slsam::sgd_restore_step, py::arg("params"), py::arg("grads"),
         py::arg("backups"), py::arg("momentum_buffers"), py::arg("scalars"),
         "torch's SGD step reading w from the backup. False if layouts differ.");
-  m.def("use_vec8_steps", &slsam::cpu::use_vec8_steps, py::arg("enabled"),
-        "Whether the CPU fp16 Adam/SGD steps take their eight-lane F16C loops (where the CPU "
-        "has them; the same bits either way). Returns the setting before.");
+  m.def("use_vec8_kernels", &slsam::cpu::use_vec8_kernels, py::arg("enabled"),
+        "Whether the CPU fp16 kernels (norms, perturbation, Adam/SGD steps) take their "
+        "eight-lane F16C loops (where the CPU has them; the same bits either way). Returns the "
+        "setting before.");
 }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from slsam_kernels.extension import cpu as cpp_backend
+from slsam_kernels.extension.loader import C
 
 requires_extension = pytest.mark.skipif(
     bool(cpp_backend.UNAVAILABLE_REASON),
@@ -54,3 +57,44 @@ def assert_bitwise_equal(actual: list[torch.Tensor], expected: list[torch.Tensor
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         assert a.dtype == e.dtype and a.shape == e.shape, f"{msg}: tensor {i}"
         assert torch.equal(bits(a), bits(e)), f"{msg}: tensor {i} ({a.dtype}, {a.numel()})"
+
+
+@contextlib.contextmanager
+def vec8_kernels(enabled: bool) -> Iterator[None]:
+    """The CPU fp16 kernels in their eight-lane F16C form (``enabled``) or the portable one."""
+    before = C.use_vec8_kernels(enabled)
+    try:
+        yield
+    finally:
+        C.use_vec8_kernels(before)
+
+
+def _vec8_kernels_available() -> bool:
+    if C is None:
+        return False
+    before = C.use_vec8_kernels(True)
+    return C.use_vec8_kernels(before)
+
+
+requires_vec8_kernels = pytest.mark.skipif(
+    not _vec8_kernels_available(), reason="this CPU has no AVX2+FMA+F16C"
+)
+
+#: Both forms of the fp16 kernels where this CPU has the eight-lane one, else the portable one.
+FP16_FORMS = [
+    pytest.param(False, id="portable"),
+    pytest.param(True, id="eight-lane", marks=requires_vec8_kernels),
+]
+
+
+def fp16_at_every_scale(gen: torch.Generator) -> list[torch.Tensor]:
+    """fp16 tensors at every scale the kernels meet: normal, subnormal, near overflow, and
+    every finite fp16 pattern; sizes that end on and off the 8-lane loops."""
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    finite = every[every.isfinite()]
+    sizes = [1, 7, 8, 9, 65537, finite.numel()]
+    tensors = [torch.randn(n, generator=gen) for n in sizes]
+    tensors[-1] = finite[torch.randperm(finite.numel(), generator=gen)]
+    exponents = torch.randint(-24, 15, (65537,), generator=gen)
+    tensors[-2] = tensors[-2] * torch.tensor(2.0).pow(exponents)
+    return [t.to(torch.float16) for t in tensors]

@@ -11,9 +11,12 @@ from cpp_testing import (
     DTYPES,
     ODD_SIZES,
     assert_bitwise_equal,
+    fp16_at_every_scale,
     fresh_generator,
     randn,
     requires_extension,
+    requires_vec8_kernels,
+    vec8_kernels,
 )
 from oracle_testing import (
     assert_error_bounded_by_torchs,
@@ -131,26 +134,7 @@ def test_coefficient_columns_match_the_kernels_structs():
     assert (C.adam_scalar_count, C.sgd_scalar_count) == (len(ADAM_COLUMNS), len(SGD_COLUMNS))
 
 
-def _vec8_steps_available() -> bool:
-    before = C.use_vec8_steps(True)
-    available = C.use_vec8_steps(before)
-    return available
-
-
-def _fp16_step_inputs(gen: torch.Generator) -> list[torch.Tensor]:
-    """fp16 values at every scale the steps meet: normal, subnormal, near overflow, and every
-    finite fp16 pattern; sizes that end on and off the 8-lane loop."""
-    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
-    finite = every[every.isfinite()]
-    sizes = [1, 7, 8, 9, 65537, finite.numel()]
-    tensors = [torch.randn(n, generator=gen) for n in sizes]
-    tensors[-1] = finite[torch.randperm(finite.numel(), generator=gen)]
-    exponents = torch.randint(-24, 15, (65537,), generator=gen)
-    tensors[-2] = tensors[-2] * torch.tensor(2.0).pow(exponents)
-    return [t.to(torch.float16) for t in tensors]
-
-
-@pytest.mark.skipif(not _vec8_steps_available(), reason="this CPU has no AVX2+FMA+F16C")
+@requires_vec8_kernels
 @pytest.mark.parametrize("in_place", [False, True], ids=["from-backup", "in-place"])
 @pytest.mark.parametrize(("optimizer_class", "options"), CONFIGS)
 def test_eight_lane_fp16_steps_equal_the_portable_loops_bit_for_bit(
@@ -159,15 +143,14 @@ def test_eight_lane_fp16_steps_equal_the_portable_loops_bit_for_bit(
     """The x86-64-v3 fp16 steps (eight F16C lanes, vec8.h) against the portable loops, over
     three steps from the same state; inf/NaN gradients included."""
     gen, seed = fresh_generator()
-    params = _fp16_step_inputs(gen)
-    grads = [_fp16_step_inputs(gen) for _ in range(3)]
+    params = fp16_at_every_scale(gen)
+    grads = [fp16_at_every_scale(gen) for _ in range(3)]
     for step_grads in grads:
         step_grads[0][0] = float("inf")
         step_grads[2][3] = float("nan")
     results = []
     for eight_lanes in (True, False):
-        before = C.use_vec8_steps(eight_lanes)
-        try:
+        with vec8_kernels(eight_lanes):
             ws = [p.clone() for p in params]
             opt = optimizer_class(ws, **options)
             for step_grads in grads:
@@ -179,6 +162,4 @@ def test_eight_lane_fp16_steps_equal_the_portable_loops_bit_for_bit(
                 assert fused_restore_step(opt, ws, backups)
             state = [t for w in ws for t in opt.state[w].values() if torch.is_tensor(t)]
             results.append(ws + [t for t in state if t.dtype == torch.float16])
-        finally:
-            C.use_vec8_steps(before)
     assert_bitwise_equal(results[0], results[1], f"seed {seed}")

@@ -6,13 +6,17 @@ import pytest
 import torch
 from cpp_testing import (
     DTYPES,
+    FP16_FORMS,
     ODD_SIZES,
     assert_bitwise_equal,
     bits,
+    fp16_at_every_scale,
     fresh_generator,
     nan_like,
     randn,
     requires_extension,
+    requires_vec8_kernels,
+    vec8_kernels,
 )
 
 from slsam_kernels import ops, reference
@@ -165,10 +169,12 @@ def _every_half() -> torch.Tensor:
     return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
 
 
-def test_every_fp16_value_converts_as_torch_converts_it():
-    """The loops' own fp16 <-> fp32 conversion, through perturb_: with scale 0 every pattern
-    goes to fp32 and back; with the finite patterns as gradients and several scales, fp32
-    results land everywhere fp16 rounds (halfway cases, subnormals, overflow to inf)."""
+@pytest.mark.parametrize("eight_lanes", FP16_FORMS)
+def test_every_fp16_value_converts_as_torch_converts_it(eight_lanes):
+    """The loops' own fp16 <-> fp32 conversion (portable or F16C), through perturb_: with
+    scale 0 every pattern goes to fp32 and back; with the finite patterns as gradients and
+    several scales, fp32 results land everywhere fp16 rounds (halfway cases, subnormals,
+    overflow to inf)."""
     every = _every_half()
     finite = every[every.isfinite()]
     cases = [(every.clone(), torch.zeros_like(every), 0.0)]
@@ -180,6 +186,28 @@ def test_every_fp16_value_converts_as_torch_converts_it():
         expected = [w.clone()]
         reference.perturb_(expected, [g], [torch.empty_like(w)], scales)
         got, backup = [w.clone()], [torch.empty_like(w)]
-        assert C.perturb_(got, [g], backup, scales, False)
+        with vec8_kernels(eight_lanes):
+            assert C.perturb_(got, [g], backup, scales, False)
         assert_bitwise_equal(got, expected, f"scale {scale}")
         assert_bitwise_equal(backup, [w], f"backup, scale {scale}")
+
+
+@requires_vec8_kernels
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
+def test_eight_lane_fp16_norms_and_perturbation_equal_the_portable_loops(adaptive):
+    """The F16C forms of grad_sqnorms (plain and weighted) and perturb_ against the portable
+    loops, bit for bit, over fp16 values at every scale; backups poisoned before each run."""
+    gen, seed = fresh_generator()
+    weights, grads = fp16_at_every_scale(gen), fp16_at_every_scale(gen)
+    scales = torch.rand(len(weights), generator=gen) * 4
+    results = []
+    for eight_lanes in (True, False):
+        with vec8_kernels(eight_lanes):
+            norms = [C.grad_sqnorms(grads, None), C.grad_sqnorms(grads, weights)]
+            ws = [w.clone() for w in weights]
+            backups = nan_like(weights)
+            assert C.perturb_(ws, grads, backups, scales, adaptive)
+        assert_bitwise_equal(backups, weights, f"backups, seed {seed}")
+        results.append(norms + ws)
+    assert not torch.equal(results[0][-2], weights[-2])  # the perturbation moved the weights
+    assert_bitwise_equal(results[0], results[1], f"seed {seed}")

@@ -66,9 +66,11 @@ C10_HOST_DEVICE inline float add_scaled(float a, float alpha, float b) {
   return fmaf(alpha, b, a);
 }
 
-// SAM ascent: w + s*g, ASAM: w + ((s*g)*w)*w, the reference's order of operations.
-C10_HOST_DEVICE inline float perturbed(float w, float g, float scale, bool adaptive) {
-  float e = scale * g;
+// SAM ascent: w + s*g, ASAM: w + ((s*g)*w)*w, the reference's order of operations. F as for
+// adam_element.
+template <typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE F perturbed(F w, F g, float scale, bool adaptive) {
+  F e = scale * g;
   if (adaptive) {
     e = e * w * w;
   }

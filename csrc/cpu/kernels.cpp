@@ -2,7 +2,7 @@
 // (AVX2, FMA) and for the baseline, picked once at load time by the CPU. AVX2 measured on
 // this project's 2-core EPYC: bf16 grad_sqnorms 2.5 -> 1.9 ms per 25M elements, and the
 // Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both. The
-// fp16 Adam/SGD steps have a third form, eight F16C lanes (vec8.h), picked at load time.
+// fp16 kernels have a third form, eight F16C lanes (vec8.h), picked at load time.
 #include "kernels.h"
 
 #include "half.h"
@@ -49,14 +49,27 @@ inline const compute_t<T>* as_compute(const T* p) {
 constexpr int kLanes = 16;
 constexpr int kTile = 256;
 
-template <typename T, bool kWeighted>
-__attribute__((always_inline)) inline float sqnorm(const T* __restrict__ g,
-                                                   const T* __restrict__ w, int64_t n) {
+// kVec8: the tile is filled eight fp16 lanes at a time (F16C), the sums unchanged.
+template <typename T, bool kWeighted, bool kVec8 = false>
+__attribute__((always_inline)) inline float sqnorm(const T* __restrict__ g, const T* __restrict__ w,
+                                                   int64_t n) {
   float acc[kLanes] = {};
   float tile[kTile];
   for (int64_t start = 0; start < n; start += kTile) {
     const int count = static_cast<int>(std::min<int64_t>(kTile, n - start));
-    for (int j = 0; j < count; ++j) {
+    int j = 0;
+#ifdef SLSAM_HAS_VEC8
+    if constexpr (kVec8) {
+      for (; j + 8 <= count; j += 8) {
+        Vec8 x = load8(g + start + j);
+        if constexpr (kWeighted) {
+          x = x * load8(w + start + j);
+        }
+        store8(tile + j, x * x);
+      }
+    }
+#endif
+    for (; j < count; ++j) {
       float x = static_cast<float>(g[start + j]);
       if constexpr (kWeighted) {
         x *= static_cast<float>(w[start + j]);
@@ -94,6 +107,23 @@ __attribute__((always_inline)) inline void perturb(T* __restrict__ w, const T* _
         perturbed(static_cast<float>(old), static_cast<float>(g[i]), scale, kAdaptive));
   }
 }
+
+#ifdef SLSAM_HAS_VEC8
+// perturb eight fp16 elements at a time (F16C), the last n % 8 by the loop above.
+template <bool kAdaptive>
+__attribute__((always_inline)) inline void perturb_loop8(Half16* __restrict__ w,
+                                                         const Half16* __restrict__ g,
+                                                         Half16* __restrict__ backup, int64_t n,
+                                                         float scale) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const Vec8 old = load8(w + i);
+    copy8(backup + i, w + i);
+    store8(w + i, perturbed(old, load8(g + i), scale, kAdaptive));
+  }
+  perturb<Half16, kAdaptive>(w + i, g + i, backup + i, n - i, scale);
+}
+#endif
 
 // The scalars come by value and each loop sits in a function with __restrict__ parameters:
 // through a reference the compiler must assume they alias the outputs and the bf16 loops stay
@@ -135,12 +165,12 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
   }
 }
 
-#ifdef SLSAM_VEC8_STEPS
+#ifdef SLSAM_HAS_VEC8
 // The fp16 steps eight elements at a time through Vec8, the last n % 8 by the loops above:
 // both round alike, so a tensor's elements do not depend on where its blocks end.
 template <typename T, bool kL2, bool kSmallLerpWeight, bool kInPlace>
-__attribute__((always_inline)) inline void adam_vec8(T* w, const T* g, const T* backup, T* m,
-                                                     T* v, int64_t n, const AdamScalars s) {
+__attribute__((always_inline)) inline void adam_loop8(T* w, const T* g, const T* backup, T* m, T* v,
+                                                      int64_t n, const AdamScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 m_i = load8(m + i);
@@ -157,8 +187,8 @@ __attribute__((always_inline)) inline void adam_vec8(T* w, const T* g, const T* 
 
 template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
           bool kInPlace>
-__attribute__((always_inline)) inline void sgd_vec8(T* w, const T* g, const T* backup,
-                                                    T* buffer, int64_t n, const SgdScalars s) {
+__attribute__((always_inline)) inline void sgd_loop8(T* w, const T* g, const T* backup, T* buffer,
+                                                     int64_t n, const SgdScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 b = kMomentum && !kFirstStep ? load8(buffer + i) : broadcast(0.0f);
@@ -185,8 +215,8 @@ __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, con
       [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {
         const auto* from = kInPlace ? nullptr : as_compute(backup);
         if constexpr (kVec8) {
-          adam_vec8<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
-                                                         as_compute(m), as_compute(v), n, s);
+          adam_loop8<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
+                                                          as_compute(m), as_compute(v), n, s);
         } else {
           adam<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
                                                     as_compute(m), as_compute(v), n, s);
@@ -205,7 +235,7 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
           SLSAM_INLINE_LAMBDA {
             const auto* from = kInPlace ? nullptr : as_compute(backup);
             if constexpr (kVec8) {
-              sgd_vec8<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+              sgd_loop8<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
                   as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
             } else {
               sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
@@ -215,84 +245,91 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
       backup == w);
 }
 
-#ifdef SLSAM_VEC8_STEPS
-// flatten: Vec8's functions carry the x86-64-v3 target and the element functions none, so
-// they inline only here, into a function built for it (a plain always_inline chain would not
-// compile).
-#define SLSAM_VEC8_STEP __attribute__((target("arch=x86-64-v3"), flatten))
+// Each kernel's portable form, for every dtype, cloned for x86-64-v3 and the baseline.
+#define SLSAM_DEFINE_PORTABLE_KERNELS(T)                                                          \
+  SLSAM_MULTIVERSIONED float sqnorm_portable(const T* g, const T* w, int64_t n) {                 \
+    return w == nullptr ? sqnorm<compute_t<T>, false>(as_compute(g), nullptr, n)                  \
+                        : sqnorm<compute_t<T>, true>(as_compute(g), as_compute(w), n);            \
+  }                                                                                               \
+  SLSAM_MULTIVERSIONED void perturb_portable(T* w, const T* g, T* backup, int64_t n, float scale, \
+                                             bool adaptive) {                                     \
+    if (adaptive) {                                                                               \
+      perturb<compute_t<T>, true>(as_compute(w), as_compute(g), as_compute(backup), n, scale);    \
+    } else {                                                                                      \
+      perturb<compute_t<T>, false>(as_compute(w), as_compute(g), as_compute(backup), n, scale);   \
+    }                                                                                             \
+  }                                                                                               \
+  SLSAM_MULTIVERSIONED void adam_portable(T* w, const T* g, const T* backup, T* m, T* v,          \
+                                          int64_t n, const AdamScalars& s) {                      \
+    adam_with_flags<T, false>(w, g, backup, m, v, n, s);                                          \
+  }                                                                                               \
+  SLSAM_MULTIVERSIONED void sgd_portable(T* w, const T* g, const T* backup, T* buffer, int64_t n, \
+                                         const SgdScalars& s) {                                   \
+    sgd_with_flags<T, false>(w, g, backup, buffer, n, s);                                         \
+  }
 
-SLSAM_VEC8_STEP void adam_block_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
-                                     c10::Half* m, c10::Half* v, int64_t n,
-                                     const AdamScalars& s) {
+SLSAM_DEFINE_PORTABLE_KERNELS(float)
+SLSAM_DEFINE_PORTABLE_KERNELS(double)
+SLSAM_DEFINE_PORTABLE_KERNELS(c10::BFloat16)
+SLSAM_DEFINE_PORTABLE_KERNELS(c10::Half)
+#undef SLSAM_DEFINE_PORTABLE_KERNELS
+
+#ifdef SLSAM_HAS_VEC8
+// The fp16 kernels' Vec8 forms. flatten: Vec8's functions carry the x86-64-v3 target and the
+// element functions none, so they inline only here, into a function built for it (a plain
+// always_inline chain would not compile).
+#define SLSAM_VEC8_KERNEL __attribute__((target("arch=x86-64-v3"), flatten))
+
+SLSAM_VEC8_KERNEL float sqnorm_vec8(const c10::Half* g, const c10::Half* w, int64_t n) {
+  return w == nullptr ? sqnorm<Half16, false, true>(as_compute(g), nullptr, n)
+                      : sqnorm<Half16, true, true>(as_compute(g), as_compute(w), n);
+}
+
+SLSAM_VEC8_KERNEL void perturb_vec8(c10::Half* w, const c10::Half* g, c10::Half* backup, int64_t n,
+                                    float scale, bool adaptive) {
+  if (adaptive) {
+    perturb_loop8<true>(as_compute(w), as_compute(g), as_compute(backup), n, scale);
+  } else {
+    perturb_loop8<false>(as_compute(w), as_compute(g), as_compute(backup), n, scale);
+  }
+}
+
+SLSAM_VEC8_KERNEL void adam_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+                                 c10::Half* m, c10::Half* v, int64_t n, const AdamScalars& s) {
   adam_with_flags<c10::Half, true>(w, g, backup, m, v, n, s);
 }
 
-SLSAM_VEC8_STEP void sgd_block_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
-                                    c10::Half* buffer, int64_t n, const SgdScalars& s) {
+SLSAM_VEC8_KERNEL void sgd_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
+                                c10::Half* buffer, int64_t n, const SgdScalars& s) {
   sgd_with_flags<c10::Half, true>(w, g, backup, buffer, n, s);
 }
-#undef SLSAM_VEC8_STEP
+#undef SLSAM_VEC8_KERNEL
 
-bool cpu_runs_vec8_steps() {
+bool cpu_runs_vec8_kernels() {
   __builtin_cpu_init();  // this runs in a static initialiser, maybe before libgcc's own
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
 }
 
-bool vec8_steps_enabled = cpu_runs_vec8_steps();
+bool vec8_kernels_enabled = cpu_runs_vec8_kernels();
+
+// The Vec8 form of an fp16 kernel where this CPU runs it, else the portable one.
+#define SLSAM_VEC8_OR_PORTABLE(kernel, ...) \
+  if (vec8_kernels_enabled) {               \
+    return kernel##_vec8(__VA_ARGS__);      \
+  }                                         \
+  return kernel##_portable(__VA_ARGS__)
+#else
+#define SLSAM_VEC8_OR_PORTABLE(kernel, ...) return kernel##_portable(__VA_ARGS__)
 #endif
-
-#define SLSAM_DEFINE_PORTABLE_STEP_KERNELS(T)                                                  \
-  SLSAM_MULTIVERSIONED void adam_block_portable(T* w, const T* g, const T* backup, T* m, T* v, \
-                                                int64_t n, const AdamScalars& s) {             \
-    adam_with_flags<T, false>(w, g, backup, m, v, n, s);                                       \
-  }                                                                                            \
-  SLSAM_MULTIVERSIONED void sgd_block_portable(T* w, const T* g, const T* backup, T* buffer,   \
-                                               int64_t n, const SgdScalars& s) {               \
-    sgd_with_flags<T, false>(w, g, backup, buffer, n, s);                                      \
-  }
-
-SLSAM_DEFINE_PORTABLE_STEP_KERNELS(float)
-SLSAM_DEFINE_PORTABLE_STEP_KERNELS(double)
-SLSAM_DEFINE_PORTABLE_STEP_KERNELS(c10::BFloat16)
-SLSAM_DEFINE_PORTABLE_STEP_KERNELS(c10::Half)
-#undef SLSAM_DEFINE_PORTABLE_STEP_KERNELS
-
-// The Vec8 loops for fp16 where this CPU runs them, else the portable ones.
-template <typename T>
-void adam_block_any(T* w, const T* g, const T* backup, T* m, T* v, int64_t n,
-                    const AdamScalars& s) {
-#ifdef SLSAM_VEC8_STEPS
-  if constexpr (std::is_same_v<T, c10::Half>) {
-    if (vec8_steps_enabled) {
-      adam_block_vec8(w, g, backup, m, v, n, s);
-      return;
-    }
-  }
-#endif
-  adam_block_portable(w, g, backup, m, v, n, s);
-}
-
-template <typename T>
-void sgd_block_any(T* w, const T* g, const T* backup, T* buffer, int64_t n,
-                   const SgdScalars& s) {
-#ifdef SLSAM_VEC8_STEPS
-  if constexpr (std::is_same_v<T, c10::Half>) {
-    if (vec8_steps_enabled) {
-      sgd_block_vec8(w, g, backup, buffer, n, s);
-      return;
-    }
-  }
-#endif
-  sgd_block_portable(w, g, backup, buffer, n, s);
-}
+#define SLSAM_PORTABLE(kernel, ...) return kernel##_portable(__VA_ARGS__)
 
 }  // namespace
 
-bool use_vec8_steps(bool enabled) {
-#ifdef SLSAM_VEC8_STEPS
-  const bool before = vec8_steps_enabled;
-  vec8_steps_enabled = enabled && cpu_runs_vec8_steps();
+bool use_vec8_kernels(bool enabled) {
+#ifdef SLSAM_HAS_VEC8
+  const bool before = vec8_kernels_enabled;
+  vec8_kernels_enabled = enabled && cpu_runs_vec8_kernels();
   return before;
 #else
   (void)enabled;
@@ -300,36 +337,29 @@ bool use_vec8_steps(bool enabled) {
 #endif
 }
 
-#define SLSAM_DEFINE_BLOCK_KERNELS(T)                                                          \
-  SLSAM_MULTIVERSIONED float sqnorm_block(const T* g, int64_t n) {                             \
-    return sqnorm<compute_t<T>, false>(as_compute(g), nullptr, n);                             \
-  }                                                                                            \
-  SLSAM_MULTIVERSIONED float weighted_sqnorm_block(const T* g, const T* w, int64_t n) {        \
-    return sqnorm<compute_t<T>, true>(as_compute(g), as_compute(w), n);                        \
-  }                                                                                            \
-  SLSAM_MULTIVERSIONED void perturb_block(T* w, const T* g, T* backup, int64_t n,              \
-                                          float scale, bool adaptive) {                        \
-    if (adaptive) {                                                                            \
-      perturb<compute_t<T>, true>(as_compute(w), as_compute(g), as_compute(backup), n, scale); \
-    } else {                                                                                   \
-      perturb<compute_t<T>, false>(as_compute(w), as_compute(g), as_compute(backup), n,        \
-                                   scale);                                                     \
-    }                                                                                          \
-  }                                                                                            \
-  void adam_block(T* w, const T* g, const T* backup, T* exp_avg, T* exp_avg_sq, int64_t n,     \
-                  const AdamScalars& s) {                                                      \
-    adam_block_any(w, g, backup, exp_avg, exp_avg_sq, n, s);                                   \
-  }                                                                                            \
-  void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, int64_t n,             \
-                 const SgdScalars& s) {                                                        \
-    sgd_block_any(w, g, backup, momentum_buffer, n, s);                                        \
+// DISPATCH: SLSAM_PORTABLE, or SLSAM_VEC8_OR_PORTABLE for fp16.
+#define SLSAM_DEFINE_BLOCK_KERNELS(T, DISPATCH)                                                 \
+  float sqnorm_block(const T* g, int64_t n) { DISPATCH(sqnorm, g, nullptr, n); }                \
+  float weighted_sqnorm_block(const T* g, const T* w, int64_t n) { DISPATCH(sqnorm, g, w, n); } \
+  void perturb_block(T* w, const T* g, T* backup, int64_t n, float scale, bool adaptive) {      \
+    DISPATCH(perturb, w, g, backup, n, scale, adaptive);                                        \
+  }                                                                                             \
+  void adam_block(T* w, const T* g, const T* backup, T* exp_avg, T* exp_avg_sq, int64_t n,      \
+                  const AdamScalars& s) {                                                       \
+    DISPATCH(adam, w, g, backup, exp_avg, exp_avg_sq, n, s);                                    \
+  }                                                                                             \
+  void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, int64_t n,              \
+                 const SgdScalars& s) {                                                         \
+    DISPATCH(sgd, w, g, backup, momentum_buffer, n, s);                                         \
   }
 
-SLSAM_DEFINE_BLOCK_KERNELS(float)
-SLSAM_DEFINE_BLOCK_KERNELS(double)
-SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16)
-SLSAM_DEFINE_BLOCK_KERNELS(c10::Half)
+SLSAM_DEFINE_BLOCK_KERNELS(float, SLSAM_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(double, SLSAM_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16, SLSAM_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(c10::Half, SLSAM_VEC8_OR_PORTABLE)
 
 #undef SLSAM_DEFINE_BLOCK_KERNELS
+#undef SLSAM_VEC8_OR_PORTABLE
+#undef SLSAM_PORTABLE
 
 }  // namespace slsam::cpu

@@ -1,16 +1,16 @@
-// Vec8: eight fp32 lanes for the fp16 optimizer steps of the x86-64-v3 build. The portable
-// loops round to fp16 with ~20 integer operations per element (Half16), and torch's for-loop
-// Adam, which the steps follow, rounds 7 intermediates per element; here a rounding is two
-// F16C instructions for eight lanes. (bf16 gains nothing from this form: the same loops in
-// eight AVX2 lanes measured 19.7 ms against the portable clone's 20.0 ms, 8M elements.)
-// The functions are plain inline with a target: the generic element functions they are called
-// from carry none, so only a caller compiled for x86-64-v3 that flattens them inlines them
-// (see kernels.cpp). Each is exact as its scalar twin: round to nearest even, NaN quieted with
+// Vec8: eight fp32 lanes for the fp16 kernels of the x86-64-v3 build (norms, perturbation,
+// Adam/SGD steps). The portable loops convert with ~20 integer operations per element
+// (Half16), and torch's for-loop Adam, which the steps follow, rounds 7 intermediates per
+// element; here a conversion is one F16C instruction for eight lanes. (bf16 gains nothing from this
+// form: the same loops in eight AVX2 lanes measured 19.7 ms against the portable clone's 20.0 ms,
+// 8M elements.) The functions are plain inline with a target: the generic element functions they
+// are called from carry none, so only a caller compiled for x86-64-v3 that flattens them inlines
+// them (see kernels.cpp). Each is exact as its scalar twin: round to nearest even, NaN quieted with
 // its payload's top bits (as Half16 and torch's CPU cast), correctly rounded sqrt, div and fma.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SLSAM_VEC8_STEPS 1
+#define SLSAM_HAS_VEC8 1
 
 #include <type_traits>
 
@@ -50,6 +50,12 @@ SLSAM_VEC8 Vec8 load8(const Half16* p) {
 }
 SLSAM_VEC8 void store8(Half16* p, Vec8 x) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x.v, kFp16Rounding));
+}
+SLSAM_VEC8 void store8(float* p, Vec8 x) { _mm256_storeu_ps(p, x.v); }
+// The eight halves' bits, unconverted (a backup is a copy).
+SLSAM_VEC8 void copy8(Half16* to, const Half16* from) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(to),
+                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
 }
 
 // The element functions' rounding to fp16 and back (T is Half16: the fp16 steps only).
