@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from benchmarks import e2e, memory_breakdown, run
+from benchmarks import e2e, memory_breakdown, norms_in_backward, run
 from benchmarks.cases import Case, Method, run_case
 from benchmarks.kernel_cases import our_backends
 
@@ -139,3 +139,13 @@ def test_floor_ratio():
     assert e2e.floor_ratio(parts, 1.0) == pytest.approx(2.0)
     assert e2e.floor_ratio(parts, 0.0) == pytest.approx(1.0)
     assert e2e.floor_ratio(parts, 0.5) == pytest.approx(1.5)
+
+
+def test_norms_in_backward_times_both_forms_of_the_same_norms():
+    rows = norms_in_backward.measure("tiny", rounds=2)
+    assert [r["form"] for r in rows] == [
+        "norms after the backward (one launch)",
+        "norms in the backward's hooks",
+    ]
+    for r in rows:
+        assert r["backward ms"] > 0 and r["norm ms"] > 0 and r["norms read, MiB"] > 0
