@@ -168,38 +168,39 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
 #ifdef SLSAM_HAS_VEC8
 // The fp16 steps eight elements at a time through Vec8, the last n % 8 by the loops above:
 // both round alike, so a tensor's elements do not depend on where its blocks end.
-template <typename T, bool kL2, bool kSmallLerpWeight, bool kInPlace>
-__attribute__((always_inline)) inline void adam_loop8(T* w, const T* g, const T* backup, T* m, T* v,
+template <bool kL2, bool kSmallLerpWeight, bool kInPlace>
+__attribute__((always_inline)) inline void adam_loop8(Half16* w, const Half16* g,
+                                                      const Half16* backup, Half16* m, Half16* v,
                                                       int64_t n, const AdamScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 m_i = load8(m + i);
     Vec8 v_i = load8(v + i);
-    const Vec8 w_new = adam_element<T, kL2, kSmallLerpWeight>(
+    const Vec8 w_new = adam_element<Half16, kL2, kSmallLerpWeight>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), m_i, v_i, s);
     store8(m + i, m_i);
     store8(v + i, v_i);
     store8(w + i, w_new);
   }
-  adam<T, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
+  adam<Half16, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
                                                 m + i, v + i, n - i, s);
 }
 
-template <typename T, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
-          bool kInPlace>
-__attribute__((always_inline)) inline void sgd_loop8(T* w, const T* g, const T* backup, T* buffer,
+template <bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov, bool kInPlace>
+__attribute__((always_inline)) inline void sgd_loop8(Half16* w, const Half16* g,
+                                                     const Half16* backup, Half16* buffer,
                                                      int64_t n, const SgdScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 b = kMomentum && !kFirstStep ? load8(buffer + i) : broadcast(0.0f);
-    const Vec8 w_new = sgd_element<T, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
+    const Vec8 w_new = sgd_element<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), b, s);
     if constexpr (kMomentum) {
       store8(buffer + i, b);
     }
     store8(w + i, w_new);
   }
-  sgd<T, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
+  sgd<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
       w + i, g + i, kInPlace ? nullptr : backup + i, kMomentum ? buffer + i : nullptr, n - i, s);
 }
 #endif
@@ -215,8 +216,8 @@ __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, con
       [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {
         const auto* from = kInPlace ? nullptr : as_compute(backup);
         if constexpr (kVec8) {
-          adam_loop8<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
-                                                          as_compute(m), as_compute(v), n, s);
+          adam_loop8<kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from, as_compute(m),
+                                            as_compute(v), n, s);
         } else {
           adam<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
                                                     as_compute(m), as_compute(v), n, s);
@@ -235,7 +236,7 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
           SLSAM_INLINE_LAMBDA {
             const auto* from = kInPlace ? nullptr : as_compute(backup);
             if constexpr (kVec8) {
-              sgd_loop8<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+              sgd_loop8<kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
                   as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
             } else {
               sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
