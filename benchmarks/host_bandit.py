@@ -4,7 +4,9 @@ bookkeeping, the rule, the capped projection), the draw, and the ``requires_grad
     PYTHONPATH=. python -m benchmarks.host_bandit [--arms 100,1000,10000] [--rounds 50]
 
 No forward or backward: tiny tensors stand in for the arms, so the rows time only what runs
-on the host between the kernels. Prints a Markdown table (median ms per step).
+on the host between the kernels, for the default backend (``auto``: the C++ bandit update
+when the extension is built) and the reference's torch ops. Prints a Markdown table (median
+ms per step).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _median_ms(fn: Callable[[], object], rounds: int) -> float:
     return 1e3 * statistics.median(samples)
 
 
-def measure(arms: int, rounds: int, backend: str = "reference") -> dict[str, float]:
+def measure(arms: int, rounds: int, backend: str) -> dict[str, float]:
     """Median milliseconds of each piece of the host work for ``arms`` one-element-ish arms."""
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(arms)]
     opt = SLSAM(params, torch.optim.SGD, sample_ratio=0.2, seed=0, backend=backend, lr=0.1)
@@ -66,16 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args(argv)
     counts = [int(a) for a in args.arms.split(",")]
-    results = {n: measure(n, args.rounds) for n in counts}
     meta = machine(torch.device("cpu"))
     print(
         f"{meta['device_name']}, {meta['threads']} torch threads, torch "
         f"{meta['versions']['torch']}, git {meta['git_rev']}, load {meta['load_average']}"
     )
-    print("| median ms per step | " + " | ".join(f"{n} arms" for n in counts) + " |")
-    print("| --- |" + " --- |" * len(counts))
-    for row in next(iter(results.values())):
-        print(f"| {row} | " + " | ".join(f"{results[n][row]:.3f}" for n in counts) + " |")
+    print("| backend | median ms per step | " + " | ".join(f"{n} arms" for n in counts) + " |")
+    print("| --- | --- |" + " --- |" * len(counts))
+    for backend in ("auto", "reference"):
+        results = {n: measure(n, args.rounds, backend) for n in counts}
+        for row in results[counts[0]]:
+            cells = " | ".join(f"{results[n][row]:.3f}" for n in counts)
+            print(f"| {backend} | {row} | {cells} |")
     return 0
 
 

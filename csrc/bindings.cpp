@@ -127,6 +127,22 @@ bool sgd_restore_step(const TensorList& params, const TensorList& grads,
   return true;
 }
 
+at::Tensor bandit_update(const at::Tensor& probs, const at::Tensor& active_norms,
+                         const at::Tensor& active_idx, double budget, double lr, double p_min,
+                         bool scale_free, double exploration) {
+  const auto host_vector = [](const at::Tensor& t, at::ScalarType dtype) {
+    return t.device().is_cpu() && t.dim() == 1 && t.scalar_type() == dtype && t.is_contiguous();
+  };
+  if (!host_vector(probs, at::kFloat) || !host_vector(active_norms, at::kFloat) ||
+      !host_vector(active_idx, at::kLong) || active_norms.numel() != active_idx.numel()) {
+    throw std::invalid_argument(
+        "bandit_update takes contiguous 1-D CPU tensors: probs and active_norms fp32, "
+        "active_idx int64 with one entry per norm");
+  }
+  return cpu::bandit_update(probs, active_norms, active_idx, budget, lr, p_min, scale_free,
+                            exploration);
+}
+
 }  // namespace
 }  // namespace slsam
 
@@ -150,6 +166,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sgd_restore_step_", &slsam::sgd_restore_step, py::arg("params"), py::arg("grads"),
         py::arg("backups"), py::arg("momentum_buffers"), py::arg("scalars"),
         "torch's SGD step reading w from the backup. False if layouts differ.");
+  m.def("bandit_update", &slsam::bandit_update, py::arg("probs"), py::arg("active_norms"),
+        py::arg("active_idx"), py::arg("budget"), py::arg("lr"), py::arg("p_min"),
+        py::arg("scale_free"), py::arg("exploration"),
+        "fp32 [N]: the SL-SAM bandit's new probabilities (the reference's operations, in "
+        "double, on the host)");
   m.def("use_vec8_kernels", &slsam::cpu::use_vec8_kernels, py::arg("enabled"),
         "Whether the CPU fp16 kernels (norms, perturbation, Adam/SGD steps) take their "
         "eight-lane F16C loops (where the CPU has them; the same bits either way). Returns the "

@@ -30,6 +30,11 @@ using OptionalTensorList = std::vector<std::optional<at::Tensor>>;
 
 namespace cpu {
 SLSAM_DECLARE_OPS
+/* The SL-SAM probability update, host only: probs fp32 [N], active_norms fp32 [k],
+   active_idx int64 [k], all CPU and contiguous; returns fp32 [N]. */
+at::Tensor bandit_update(const at::Tensor& probs, const at::Tensor& active_norms,
+                         const at::Tensor& active_idx, double budget, double lr, double p_min,
+                         bool scale_free, double exploration);
 }  // namespace cpu
 
 namespace cuda {

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from benchmarks import e2e, memory_breakdown, norms_in_backward, run
+from benchmarks import e2e, host_bandit, memory_breakdown, norms_in_backward, run
 from benchmarks.cases import Case, Method, run_case
 from benchmarks.kernel_cases import our_backends
 
@@ -149,3 +149,11 @@ def test_norms_in_backward_times_both_forms_of_the_same_norms():
     ]
     for r in rows:
         assert r["backward ms"] > 0 and r["norm ms"] > 0 and r["norms read, MiB"] > 0
+
+
+def test_host_bandit_prints_both_backends_at_every_arm_count(capsys):
+    assert host_bandit.main(["--arms", "10,30", "--rounds", "2"]) == 0
+    table = capsys.readouterr().out
+    for backend in ("auto", "reference"):
+        assert table.count(f"| {backend} | ") == 4, table
+    assert "| 10 arms | 30 arms |" in table

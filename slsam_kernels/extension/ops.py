@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import reference
+from ..reference.bandit import DEFAULT_LR, PAPER, ROBUST
 from .fused_step import fused_restore_step
 from .loader import C
 
@@ -38,4 +39,38 @@ def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) ->
         reference.restore_(params, backups)
 
 
-__all__ = ["fused_restore_step", "grad_sqnorms", "perturb_", "restore_"]
+def bandit_update(
+    probs: torch.Tensor,
+    active_norms: torch.Tensor,
+    active_idx: torch.Tensor,
+    budget: float,
+    lr: float = DEFAULT_LR[PAPER],
+    p_min: float = 1e-3,
+    *,
+    rule: str = PAPER,
+    exploration: float = 0.0,
+) -> torch.Tensor:
+    """:func:`slsam_kernels.reference.bandit_update`, in double on the host, in one call (the
+    reference spends ~35 torch ops); the probabilities live on the CPU."""
+    return C.bandit_update(
+        probs.detach().to("cpu", torch.float32).contiguous(),
+        active_norms.detach().to("cpu", torch.float32).contiguous(),
+        active_idx.detach().to("cpu", torch.int64).contiguous(),
+        float(budget),
+        float(lr),
+        float(p_min),
+        rule == ROBUST,
+        float(exploration),
+    )
+
+
+sample_active = reference.sample_active
+
+__all__ = [
+    "bandit_update",
+    "fused_restore_step",
+    "grad_sqnorms",
+    "perturb_",
+    "restore_",
+    "sample_active",
+]
