@@ -251,12 +251,9 @@ def fused_step_case(w: Workload, device: torch.device, optimizer: str) -> Case:
     def ref_restore() -> None:
         reference.restore_([p.data for p in params], backups)
 
-    methods = [Method("reference", "reference", restore_then_step({"foreach": False}, ref_restore))]
-    for name in our_backends(device):
-        bound = ops.bind(name, device)
-
-        def setup(bound=bound):
-            opt = cls(params, **options)
+    def fused_setup(bound: ops.BoundOps, flags: dict[str, Any]):
+        def setup():
+            opt = cls(params, **options, **flags)
 
             def step() -> None:
                 if not bound.fused_restore_step(opt, params, backups):
@@ -264,7 +261,17 @@ def fused_step_case(w: Workload, device: torch.device, optimizer: str) -> Case:
 
             return step, outputs
 
-        methods.append(Method(f"ours:{name}", "ours", setup))
+        return setup
+
+    methods = [Method("reference", "reference", restore_then_step({"foreach": False}, ref_restore))]
+    for name in our_backends(device):
+        bound = ops.bind(name, device)
+        methods.append(Method(f"ours:{name}", "ours", fused_setup(bound, {})))
+        if cls is torch.optim.AdamW and device.type == "cpu":
+            # torch's fused=True numerics (rounded at the stores), beside torch's own
+            methods.append(
+                Method(f"ours:{name} fused=True", "ours", fused_setup(bound, {"fused": True}))
+            )
     methods += [
         Method("torch foreach", "baseline", restore_then_step({"foreach": True}, foreach_restore)),
         Method("torch fused", "baseline", restore_then_step({"fused": True}, foreach_restore)),

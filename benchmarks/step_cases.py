@@ -143,6 +143,17 @@ def sam_step_case(w: Workload, device: torch.device) -> Case:
                 wrapper(lambda name=name: SAM(w.params, BASE, backend=name, **options)),
             )
         )
+        if device.type == "cpu":
+            # the base optimizer's fused=True numerics (rounded at the stores)
+            methods.append(
+                Method(
+                    f"ours:{name} fused=True",
+                    "ours",
+                    wrapper(
+                        lambda name=name: SAM(w.params, BASE, backend=name, fused=True, **options)
+                    ),
+                )
+            )
     peer = pytorch_optimizer_sam()
     if peer is not None:
         methods.append(

@@ -172,7 +172,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "fp32 [N]: the SL-SAM bandit's new probabilities (the reference's operations, in "
         "double, on the host)");
   m.def("use_vec8_kernels", &slsam::cpu::use_vec8_kernels, py::arg("enabled"),
-        "Whether the CPU fp16 kernels (norms, perturbation, Adam/SGD steps) take their "
-        "eight-lane F16C loops (where the CPU has them; the same bits either way). Returns the "
-        "setting before.");
+        "Whether the CPU fp16 kernels (norms, perturbation, Adam/SGD steps) and bf16 Adam/SGD "
+        "steps take their eight-lane loops (where the CPU has AVX2, FMA and F16C; the same "
+        "bits either way). Returns the setting before.");
 }

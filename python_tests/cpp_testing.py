@@ -87,14 +87,19 @@ FP16_FORMS = [
 ]
 
 
-def fp16_at_every_scale(gen: torch.Generator) -> list[torch.Tensor]:
-    """fp16 tensors at every scale the kernels meet: normal, subnormal, near overflow, and
-    every finite fp16 pattern; sizes that end on and off the 8-lane loops."""
-    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+#: The binary exponents a 16-bit float spans, subnormals included.
+_EXPONENT_RANGES = {torch.float16: (-24, 15), torch.bfloat16: (-133, 127)}
+
+
+def every_scale(gen: torch.Generator, dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
+    """16-bit float tensors (fp16 or bf16) at every scale the kernels meet: normal, subnormal,
+    near overflow, and every finite pattern; sizes that end on and off the 8-lane loops."""
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     finite = every[every.isfinite()]
     sizes = [1, 7, 8, 9, 65537, finite.numel()]
     tensors = [torch.randn(n, generator=gen) for n in sizes]
     tensors[-1] = finite[torch.randperm(finite.numel(), generator=gen)]
-    exponents = torch.randint(-24, 15, (65537,), generator=gen)
+    low, high = _EXPONENT_RANGES[dtype]
+    exponents = torch.randint(low, high, (65537,), generator=gen)
     tensors[-2] = tensors[-2] * torch.tensor(2.0).pow(exponents)
-    return [t.to(torch.float16) for t in tensors]
+    return [t.to(dtype) for t in tensors]

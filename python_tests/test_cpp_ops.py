@@ -10,7 +10,7 @@ from cpp_testing import (
     ODD_SIZES,
     assert_bitwise_equal,
     bits,
-    fp16_at_every_scale,
+    every_scale,
     fresh_generator,
     nan_like,
     randn,
@@ -198,7 +198,7 @@ def test_eight_lane_fp16_norms_and_perturbation_equal_the_portable_loops(adaptiv
     """The F16C forms of grad_sqnorms (plain and weighted) and perturb_ against the portable
     loops, bit for bit, over fp16 values at every scale; backups poisoned before each run."""
     gen, seed = fresh_generator()
-    weights, grads = fp16_at_every_scale(gen), fp16_at_every_scale(gen)
+    weights, grads = every_scale(gen), every_scale(gen)
     scales = torch.rand(len(weights), generator=gen) * 4
     results = []
     for eight_lanes in (True, False):

@@ -43,12 +43,16 @@ BACKENDS = [
 Make = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
+# fused on CPU tensors, declined on a GPU (fused_plan: torch keeps such a `step` on the device)
+CPU_ONLY = "cpu only"
+
+
 @dataclass(frozen=True)
 class Case:
     """One optimizer configuration or situation and whether a fusing backend takes it."""
 
     make: Make
-    fused: bool
+    fused: bool | str  # True, False or CPU_ONLY
     warm: bool = True  # one plain step first, so the state exists
     after_warm: Callable[[torch.optim.Optimizer], Any] | None = None
     dtype: torch.dtype = torch.float32
@@ -122,7 +126,15 @@ CASES = [
     pytest.param(Case(lambda ps: AdamW(ps, amsgrad=True), False), id="amsgrad"),
     pytest.param(Case(lambda ps: AdamW(ps, maximize=True), False), id="adamw-maximize"),
     pytest.param(Case(lambda ps: SGD(ps, lr=0.1, maximize=True), False), id="sgd-maximize"),
-    pytest.param(Case(lambda ps: AdamW(ps, fused=True), False), id="adamw-torch-fused"),
+    pytest.param(Case(lambda ps: AdamW(ps, fused=True), CPU_ONLY), id="adamw-torch-fused"),
+    pytest.param(
+        Case(lambda ps: Adam(ps, lr=1e-2, weight_decay=0.1, fused=True), CPU_ONLY, warm=False),
+        id="adam-l2-torch-fused-new-state",
+    ),
+    pytest.param(
+        Case(lambda ps: AdamW(ps, lr=1e-2, fused=True), CPU_ONLY, dtype=torch.bfloat16),
+        id="adamw-torch-fused-bf16",
+    ),
     pytest.param(Case(lambda ps: SGD(ps, lr=0.1, fused=True), False), id="sgd-torch-fused"),
     pytest.param(Case(lambda ps: AdamW(ps, differentiable=True), False), id="differentiable"),
     pytest.param(Case(AdamW, False, after_warm=_capturable), id="capturable"),
@@ -257,7 +269,8 @@ def test_backends_fuse_and_decline_alike(backend: str, device: str, case: Case) 
     handed, backups = _handed_over(case, params, inputs)
     everything = [*params, *handed]
     before = copy.deepcopy((everything, [t.grad for t in everything], optimizer.state_dict()))
-    if not case.fused or backend == "reference":
+    fuses = case.fused is True or (case.fused == CPU_ONLY and torch.device(device).type == "cpu")
+    if not fuses or backend == "reference":
         assert not fused_restore_step(optimizer, handed, backups)
         after = (everything, [t.grad for t in everything], optimizer.state_dict())
         _assert_identical(after, before)

@@ -88,32 +88,60 @@ struct AdamScalars {
   float eps;
   float neg_step_size;  // -lr / (1 - beta1^step)
   float prescale;  // BAR's factor on w before the step (rounded once, as w.mul_(c)), else 1
+  float round_once;  // 1: torch's fused=True numerics (fp32 throughout, rounded at the stores)
 };
-constexpr int kAdamScalarCount = 9;
+constexpr int kAdamScalarCount = 10;
+
+// x rounded to T where torch's for-loop step stores an intermediate tensor; kept in fp32 under
+// kRoundOnce (torch's fused=True kernels compute in fp32 and round only what they store).
+template <typename T, bool kRoundOnce, typename F>
+C10_HOST_DEVICE C10_ALWAYS_INLINE F intermediate(F x) {
+  if constexpr (kRoundOnce) {
+    return x;
+  } else {
+    return rounded<T>(x);
+  }
+}
 
 // One element of torch's _single_tensor_adam (amsgrad, maximize off) starting from the backup
 // `w` times `prescale`; updates m and v (the state's values, widened) in place and returns the
-// new weight (unrounded); m and v come back T-representable, so storing them is exact. The
-// two branches torch takes per tensor are template flags, so CPU loops hoist them and vectorise:
-// kL2 (Adam's weight_decay != 0) and kSmallLerpWeight (torch.lerp's formula choice,
-// |1 - beta1| < 0.5, see ATen/native/Lerp.h). F is float, or a vector of floats that brings
-// its own rounded, add_scaled, fused_multiply_add and square_root (csrc/cpu/vec8.h).
-template <typename T, bool kL2, bool kSmallLerpWeight, typename F>
+// new weight (unrounded); without kRoundOnce m and v come back T-representable, so storing
+// them is exact (store them with `stored`). The branches torch takes per tensor are template
+// flags, so CPU loops hoist them and vectorise: kL2 (Adam's weight_decay != 0),
+// kSmallLerpWeight (torch.lerp's formula choice, |1 - beta1| < 0.5, see ATen/native/Lerp.h)
+// and kRoundOnce (fused=True). F is float, or a vector of floats that brings its own rounded,
+// add_scaled, fused_multiply_add and square_root (csrc/cpu/vec8.h).
+template <typename T, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, typename F>
 C10_HOST_DEVICE C10_ALWAYS_INLINE F adam_element(F w, F g, F& m, F& v, const AdamScalars& s) {
-  // prescale is exactly 1 outside BAR, and rounded<T>(w * 1) == w for a T value.
+  // prescale is exactly 1 outside BAR, and rounded<T>(w * 1) == w for a T value; BAR's
+  // w.mul_(c) is a tensor op of its own before either form of torch's step, so it rounds.
   w = rounded<T>(w * s.prescale);
   if constexpr (kL2) {
-    g = rounded<T>(add_scaled(g, s.l2, w));
+    g = intermediate<T, kRoundOnce>(add_scaled(g, s.l2, w));
   }
   // decay is exactly 1 unless AdamW decays the weight, and w * 1 == w: no branch needed.
-  w = rounded<T>(w * s.decay);
+  w = intermediate<T, kRoundOnce>(w * s.decay);
   const F m_old = m;
-  m = rounded<T>(kSmallLerpWeight ? add_scaled(m_old, s.lerp_weight, g - m_old)
-                                  : add_scaled(g, -(1.0f - s.lerp_weight), g - m_old));
+  m = intermediate<T, kRoundOnce>(kSmallLerpWeight
+                                      ? add_scaled(m_old, s.lerp_weight, g - m_old)
+                                      : add_scaled(g, -(1.0f - s.lerp_weight), g - m_old));
   // addcmul_(g, g, value=c): fma(c * g, g, v), as ATen's CPU loop computes it.
-  v = rounded<T>(fused_multiply_add(s.one_minus_beta2 * g, g, rounded<T>(v * s.beta2)));
-  const F denom = rounded<T>(rounded<T>(square_root(v) / s.bias_correction2_sqrt) + s.eps);
+  v = intermediate<T, kRoundOnce>(
+      fused_multiply_add(s.one_minus_beta2 * g, g, intermediate<T, kRoundOnce>(v * s.beta2)));
+  const F denom = intermediate<T, kRoundOnce>(
+      intermediate<T, kRoundOnce>(square_root(v) / s.bias_correction2_sqrt) + s.eps);
   return w + s.neg_step_size * m / denom;
+}
+
+// An Adam moment as adam_element left it, in T: exact without kRoundOnce (its top bits, for
+// bf16), rounded under it.
+template <typename T, bool kRoundOnce>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T stored(float x) {
+  if constexpr (kRoundOnce) {
+    return from_float<T>(x);
+  } else {
+    return from_representable<T>(x);
+  }
 }
 
 // Calls body.template operator()<b0, b1, ...>() with the runtime bools as template arguments,
@@ -130,11 +158,13 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void with_flags(Body&& body, bool flag, Bools.
   }
 }
 
-// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight, then `extra`.
+// The flags of adam_element for one tensor's scalars: kL2, kSmallLerpWeight, kRoundOnce,
+// then `extra`.
 template <typename Body, typename... Extra>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void with_adam_flags(const AdamScalars& s, Body&& body,
                                                        Extra... extra) {
-  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f, extra...);
+  with_flags(body, s.l2 != 0.0f, s.lerp_weight > -0.5f && s.lerp_weight < 0.5f,
+             s.round_once != 0.0f, extra...);
 }
 
 // Scalars of one tensor's SGD step.

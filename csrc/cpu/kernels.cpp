@@ -2,7 +2,8 @@
 // (AVX2, FMA) and for the baseline, picked once at load time by the CPU. AVX2 measured on
 // this project's 2-core EPYC: bf16 grad_sqnorms 2.5 -> 1.9 ms per 25M elements, and the
 // Adam step's sqrt/div only vectorise with it. -ffp-contract=off keeps FMA out of both. The
-// fp16 kernels have a third form, eight F16C lanes (vec8.h), picked at load time.
+// fp16 kernels and the bf16 optimizer steps have a third form, eight lanes (vec8.h), picked
+// at load time.
 #include "kernels.h"
 
 #include "half.h"
@@ -133,19 +134,17 @@ __attribute__((always_inline)) inline void perturb_loop8(Half16* __restrict__ w,
 
 // kInPlace: the step starts from w itself (BAR's rescaled step; the caller passed w as its
 // backup), read through w: a restrict-qualified backup aliasing w would be undefined.
-template <typename T, bool kL2, bool kSmallLerpWeight, bool kInPlace>
+template <typename T, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kInPlace>
 __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __restrict__ g,
-                                                const T* __restrict__ backup,
-                                                T* __restrict__ m, T* __restrict__ v,
-                                                int64_t n, const AdamScalars s) {
+                                                const T* __restrict__ backup, T* __restrict__ m,
+                                                T* __restrict__ v, int64_t n, const AdamScalars s) {
   for (int64_t i = 0; i < n; ++i) {
     float m_i = static_cast<float>(m[i]);
     float v_i = static_cast<float>(v[i]);
-    w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight>(
-        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m_i, v_i,
-        s));
-    m[i] = from_representable<T>(m_i);
-    v[i] = from_representable<T>(v_i);
+    w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight, kRoundOnce>(
+        static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m_i, v_i, s));
+    m[i] = stored<T, kRoundOnce>(m_i);
+    v[i] = stored<T, kRoundOnce>(v_i);
   }
 }
 
@@ -166,61 +165,62 @@ __attribute__((always_inline)) inline void sgd(T* __restrict__ w, const T* __res
 }
 
 #ifdef SLSAM_HAS_VEC8
-// The fp16 steps eight elements at a time through Vec8, the last n % 8 by the loops above:
-// both round alike, so a tensor's elements do not depend on where its blocks end.
-template <bool kL2, bool kSmallLerpWeight, bool kInPlace>
-__attribute__((always_inline)) inline void adam_loop8(Half16* w, const Half16* g,
-                                                      const Half16* backup, Half16* m, Half16* v,
+// The 16-bit steps (E: Half16 or c10::BFloat16) eight elements at a time through Vec8, the
+// last n % 8 by the loops above: both round alike, so a tensor's elements do not depend on
+// where its blocks end.
+template <typename E, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kInPlace>
+__attribute__((always_inline)) inline void adam_loop8(E* w, const E* g, const E* backup, E* m, E* v,
                                                       int64_t n, const AdamScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 m_i = load8(m + i);
     Vec8 v_i = load8(v + i);
-    const Vec8 w_new = adam_element<Half16, kL2, kSmallLerpWeight>(
+    const Vec8 w_new = adam_element<E, kL2, kSmallLerpWeight, kRoundOnce>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), m_i, v_i, s);
+    // store8 rounds to nearest, which is exact for the moments without kRoundOnce
     store8(m + i, m_i);
     store8(v + i, v_i);
     store8(w + i, w_new);
   }
-  adam<Half16, kL2, kSmallLerpWeight, kInPlace>(w + i, g + i, kInPlace ? nullptr : backup + i,
-                                                m + i, v + i, n - i, s);
+  adam<E, kL2, kSmallLerpWeight, kRoundOnce, kInPlace>(
+      w + i, g + i, kInPlace ? nullptr : backup + i, m + i, v + i, n - i, s);
 }
 
-template <bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov, bool kInPlace>
-__attribute__((always_inline)) inline void sgd_loop8(Half16* w, const Half16* g,
-                                                     const Half16* backup, Half16* buffer,
+template <typename E, bool kWeightDecay, bool kMomentum, bool kFirstStep, bool kNesterov,
+          bool kInPlace>
+__attribute__((always_inline)) inline void sgd_loop8(E* w, const E* g, const E* backup, E* buffer,
                                                      int64_t n, const SgdScalars s) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     Vec8 b = kMomentum && !kFirstStep ? load8(buffer + i) : broadcast(0.0f);
-    const Vec8 w_new = sgd_element<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
+    const Vec8 w_new = sgd_element<E, kWeightDecay, kMomentum, kFirstStep, kNesterov>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), b, s);
     if constexpr (kMomentum) {
       store8(buffer + i, b);
     }
     store8(w + i, w_new);
   }
-  sgd<Half16, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
+  sgd<E, kWeightDecay, kMomentum, kFirstStep, kNesterov, kInPlace>(
       w + i, g + i, kInPlace ? nullptr : backup + i, kMomentum ? buffer + i : nullptr, n - i, s);
 }
 #endif
 
 // The step loops with one tensor's flags as template arguments; kVec8 picks the Vec8 loops
-// (fp16 on x86-64-v3 only).
+// (x86-64-v3 only: fp16 and bf16).
 template <typename T, bool kVec8>
 __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, const T* backup,
                                                            T* m, T* v, int64_t n,
                                                            const AdamScalars& s) {
   with_adam_flags(
       s,
-      [&]<bool kL2, bool kSmall, bool kInPlace>() SLSAM_INLINE_LAMBDA {
+      [&]<bool kL2, bool kSmall, bool kRoundOnce, bool kInPlace>() SLSAM_INLINE_LAMBDA {
         const auto* from = kInPlace ? nullptr : as_compute(backup);
         if constexpr (kVec8) {
-          adam_loop8<kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from, as_compute(m),
-                                            as_compute(v), n, s);
+          adam_loop8<compute_t<T>, kL2, kSmall, kRoundOnce, kInPlace>(
+              as_compute(w), as_compute(g), from, as_compute(m), as_compute(v), n, s);
         } else {
-          adam<compute_t<T>, kL2, kSmall, kInPlace>(as_compute(w), as_compute(g), from,
-                                                    as_compute(m), as_compute(v), n, s);
+          adam<compute_t<T>, kL2, kSmall, kRoundOnce, kInPlace>(as_compute(w), as_compute(g), from,
+                                                                as_compute(m), as_compute(v), n, s);
         }
       },
       backup == w);
@@ -236,7 +236,7 @@ __attribute__((always_inline)) inline void sgd_with_flags(T* w, const T* g, cons
           SLSAM_INLINE_LAMBDA {
             const auto* from = kInPlace ? nullptr : as_compute(backup);
             if constexpr (kVec8) {
-              sgd_loop8<kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
+              sgd_loop8<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
                   as_compute(w), as_compute(g), from, as_compute(buffer), n, s);
             } else {
               sgd<compute_t<T>, kDecay, kMomentum, kFirst, kNesterov, kInPlace>(
@@ -276,7 +276,7 @@ SLSAM_DEFINE_PORTABLE_KERNELS(c10::Half)
 #undef SLSAM_DEFINE_PORTABLE_KERNELS
 
 #ifdef SLSAM_HAS_VEC8
-// The fp16 kernels' Vec8 forms. flatten: Vec8's functions carry the x86-64-v3 target and the
+// The Vec8 forms (fp16; bf16's steps). flatten: Vec8's functions carry the x86-64-v3 target and the
 // element functions none, so they inline only here, into a function built for it (a plain
 // always_inline chain would not compile).
 #define SLSAM_VEC8_KERNEL __attribute__((target("arch=x86-64-v3"), flatten))
@@ -295,14 +295,16 @@ SLSAM_VEC8_KERNEL void perturb_vec8(c10::Half* w, const c10::Half* g, c10::Half*
   }
 }
 
-SLSAM_VEC8_KERNEL void adam_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
-                                 c10::Half* m, c10::Half* v, int64_t n, const AdamScalars& s) {
-  adam_with_flags<c10::Half, true>(w, g, backup, m, v, n, s);
+template <typename T>
+SLSAM_VEC8_KERNEL void adam_vec8(T* w, const T* g, const T* backup, T* m, T* v, int64_t n,
+                                 const AdamScalars& s) {
+  adam_with_flags<T, true>(w, g, backup, m, v, n, s);
 }
 
-SLSAM_VEC8_KERNEL void sgd_vec8(c10::Half* w, const c10::Half* g, const c10::Half* backup,
-                                c10::Half* buffer, int64_t n, const SgdScalars& s) {
-  sgd_with_flags<c10::Half, true>(w, g, backup, buffer, n, s);
+template <typename T>
+SLSAM_VEC8_KERNEL void sgd_vec8(T* w, const T* g, const T* backup, T* buffer, int64_t n,
+                                const SgdScalars& s) {
+  sgd_with_flags<T, true>(w, g, backup, buffer, n, s);
 }
 #undef SLSAM_VEC8_KERNEL
 
@@ -314,7 +316,7 @@ bool cpu_runs_vec8_kernels() {
 
 bool vec8_kernels_enabled = cpu_runs_vec8_kernels();
 
-// The Vec8 form of an fp16 kernel where this CPU runs it, else the portable one.
+// The Vec8 form of a kernel where this CPU runs it, else the portable one.
 #define SLSAM_VEC8_OR_PORTABLE(kernel, ...) \
   if (vec8_kernels_enabled) {               \
     return kernel##_vec8(__VA_ARGS__);      \
@@ -338,8 +340,9 @@ bool use_vec8_kernels(bool enabled) {
 #endif
 }
 
-// DISPATCH: SLSAM_PORTABLE, or SLSAM_VEC8_OR_PORTABLE for fp16.
-#define SLSAM_DEFINE_BLOCK_KERNELS(T, DISPATCH)                                                 \
+// DISPATCH: SLSAM_PORTABLE, or SLSAM_VEC8_OR_PORTABLE for fp16; STEP_DISPATCH the same for
+// the optimizer steps, where bf16 has a Vec8 form too.
+#define SLSAM_DEFINE_BLOCK_KERNELS(T, DISPATCH, STEP_DISPATCH)                                  \
   float sqnorm_block(const T* g, int64_t n) { DISPATCH(sqnorm, g, nullptr, n); }                \
   float weighted_sqnorm_block(const T* g, const T* w, int64_t n) { DISPATCH(sqnorm, g, w, n); } \
   void perturb_block(T* w, const T* g, T* backup, int64_t n, float scale, bool adaptive) {      \
@@ -347,17 +350,17 @@ bool use_vec8_kernels(bool enabled) {
   }                                                                                             \
   void adam_block(T* w, const T* g, const T* backup, T* exp_avg, T* exp_avg_sq, int64_t n,      \
                   const AdamScalars& s) {                                                       \
-    DISPATCH(adam, w, g, backup, exp_avg, exp_avg_sq, n, s);                                    \
+    STEP_DISPATCH(adam, w, g, backup, exp_avg, exp_avg_sq, n, s);                               \
   }                                                                                             \
   void sgd_block(T* w, const T* g, const T* backup, T* momentum_buffer, int64_t n,              \
                  const SgdScalars& s) {                                                         \
-    DISPATCH(sgd, w, g, backup, momentum_buffer, n, s);                                         \
+    STEP_DISPATCH(sgd, w, g, backup, momentum_buffer, n, s);                                    \
   }
 
-SLSAM_DEFINE_BLOCK_KERNELS(float, SLSAM_PORTABLE)
-SLSAM_DEFINE_BLOCK_KERNELS(double, SLSAM_PORTABLE)
-SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16, SLSAM_PORTABLE)
-SLSAM_DEFINE_BLOCK_KERNELS(c10::Half, SLSAM_VEC8_OR_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(float, SLSAM_PORTABLE, SLSAM_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(double, SLSAM_PORTABLE, SLSAM_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(c10::BFloat16, SLSAM_PORTABLE, SLSAM_VEC8_OR_PORTABLE)
+SLSAM_DEFINE_BLOCK_KERNELS(c10::Half, SLSAM_VEC8_OR_PORTABLE, SLSAM_VEC8_OR_PORTABLE)
 
 #undef SLSAM_DEFINE_BLOCK_KERNELS
 #undef SLSAM_VEC8_OR_PORTABLE

@@ -28,9 +28,9 @@ SLSAM_DECLARE_BLOCK_KERNELS(c10::Half)
 
 #undef SLSAM_DECLARE_BLOCK_KERNELS
 
-// Whether the fp16 kernels (norms, perturbation, Adam/SGD steps) take their eight-lane F16C
-// loops (on CPUs that have AVX2, FMA and F16C; both forms give the same bits). Returns the
-// setting before; for tests and benchmarks.
+// Whether the fp16 kernels (norms, perturbation, Adam/SGD steps) and the bf16 Adam/SGD steps
+// take their eight-lane loops (on CPUs that have AVX2, FMA and F16C; both forms give the same
+// bits). Returns the setting before; for tests and benchmarks.
 bool use_vec8_kernels(bool enabled);
 
 }  // namespace slsam::cpu

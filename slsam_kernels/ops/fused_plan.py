@@ -11,8 +11,13 @@ same on every backend:
   (:func:`~slsam_kernels.ops.fusable.step_is_plain`: no hooks, no patched ``step``, no
   grad-scaler tensors).
 - Every param group (stepped or not) has plain-number hyperparameters (no tensor lr or
-  betas) and none of amsgrad, maximize, capturable (Adam), differentiable, fused. ``foreach``
-  does not matter.
+  betas) and none of amsgrad, maximize, capturable (Adam), differentiable, and for SGD
+  fused. ``foreach`` does not matter. Adam's ``fused=True`` is taken for CPU tensors and
+  changes the numerics as it does torch's: the kernels compute in fp32 and round only what
+  they store (w, exp_avg, exp_avg_sq), where torch's for-loop step rounds each intermediate
+  tensor to the param's dtype (the same in fp32; in bf16 and fp16 more accurate, and faster).
+  On a GPU torch keeps such a group's ``step`` on the device, and the host-side coefficients
+  would have to read it back, so a fused=True step there is declined.
 - Every tensor in ``params`` belongs to the optimizer: a param outside it is declined, not
   restored-and-skipped, since returning True while leaving it unstepped would surprise.
 - Every param with a gradient has a backup in ``params``; it is fp32, bf16 or fp16 (the
@@ -54,6 +59,7 @@ ADAM_COLUMNS = (
     "eps",
     "neg_step_size",
     "prescale",
+    "round_once",
 )
 SGD_COLUMNS = (
     "weight_decay",
@@ -67,7 +73,7 @@ SGD_COLUMNS = (
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _OFF_FLAGS = {
-    "adam": ("amsgrad", "maximize", "capturable", "differentiable", "fused"),
+    "adam": ("amsgrad", "maximize", "capturable", "differentiable"),
     "sgd": ("maximize", "differentiable", "fused"),
 }
 _KINDS = {torch.optim.AdamW: "adam", torch.optim.Adam: "adam", torch.optim.SGD: "sgd"}
@@ -144,6 +150,7 @@ def plan(
             if (
                 backup is None
                 or p.device != device
+                or (group.get("fused") and p.device.type != "cpu")
                 or not _steppable(kind, group, p, backup, state)
             ):
                 return None
@@ -156,7 +163,7 @@ def plan(
         result.backups.append(backup)
         prescale = float(prescale_of.get(p, 1.0))
         if kind == "adam":
-            _add_adam(result, rows, p, state, prescale)
+            _add_adam(result, rows, p, state, prescale, bool(group.get("fused")))
         else:
             state = (state or {}) if group["momentum"] != 0 else None
             _add_sgd(result, rows, p, state, prescale)
@@ -258,15 +265,19 @@ def _steppable(
     )
 
 
-def _scalar_dtype() -> torch.dtype:
+def _scalar_dtype(fused: bool) -> torch.dtype:
     """The dtype torch gives a new ``step`` (``torch.optim.optimizer._get_scalar_dtype``)."""
+    if fused:
+        return torch.float32
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, prescale: float) -> None:
+def _add_adam(
+    result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, prescale: float, fused: bool
+) -> None:
     if not state:
         state = result.new_state[p] = {
-            "step": torch.tensor(0.0, dtype=_scalar_dtype()),
+            "step": torch.tensor(0.0, dtype=_scalar_dtype(fused)),
             "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
         }
@@ -274,7 +285,7 @@ def _add_adam(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, presc
     result.exp_avg_sqs.append(state["exp_avg_sq"])
     result.steps.append(state["step"])
     # torch adds 1 to the step tensor, then reads it as a Python float
-    result.coefficients.append((*rows(state["step"].item() + 1.0), prescale))
+    result.coefficients.append((*rows(state["step"].item() + 1.0), prescale, float(fused)))
 
 
 def _add_sgd(result: FusedPlan, rows: _Rows, p: torch.Tensor, state: Any, prescale: float) -> None:
