@@ -31,12 +31,12 @@ LORA_SUFFIX = "+lora"
 IMAGE_BATCH, IMAGE_SIZE, IMAGE_CLASSES = 32, 32, 10  # the demo's image task
 
 
-def _workload(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[], Any]]:
+def workload(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[], Any]]:
     """The model and a function that runs its forward and backward once."""
     if name.endswith(LORA_SUFFIX):
         import peft
 
-        model, loss_backward = _workload(name.removesuffix(LORA_SUFFIX), device)
+        model, loss_backward = workload(name.removesuffix(LORA_SUFFIX), device)
         # r 8, alpha 16: the LoRA evaluation's adapters; get_peft_model adapts ``model`` in
         # place, so loss_backward runs through the adapters.
         config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True)
@@ -88,7 +88,8 @@ def _optimizer(method: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"unknown method {method!r}: use one of {known}")
 
 
-def _step(opt: torch.optim.Optimizer, loss_backward: Callable[[], Any]) -> None:
+def train_step(opt: torch.optim.Optimizer, loss_backward: Callable[[], Any]) -> None:
+    """One training step of ``opt``, both passes for the SAM family, gradients zeroed after."""
     loss_backward()
     if isinstance(opt, LoopSAM):
         opt.first_step(zero_grad=True)
@@ -106,16 +107,16 @@ def measure(
 ) -> dict[str, Any]:
     """``warmup`` unmeasured steps, then ``steps`` measured ones; the row is the measured step
     with the highest peak above its start, with the mean of that figure over the steps."""
-    model, loss_backward = _workload(name, device)
+    model, loss_backward = workload(name, device)
     params = list(model.parameters())  # frozen ones too: they are weights
     opt = _optimizer(method, model)
     for _ in range(warmup):
-        _step(opt, loss_backward)
+        train_step(opt, loss_backward)
     rows = []
     for _ in range(steps):
         gc.collect()
         with MemoryBreakdown(params, opt) as breakdown:
-            _step(opt, loss_backward)
+            train_step(opt, loss_backward)
         rows.append(breakdown.table_row())
     worst = max(rows, key=lambda r: r["peak above start"])
     worst["mean peak above start"] = statistics.fmean(r["peak above start"] for r in rows)

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from benchmarks import e2e, host_bandit, memory_breakdown, norms_in_backward, run
+from benchmarks import backup_sizing, e2e, host_bandit, memory_breakdown, norms_in_backward, run
 from benchmarks.cases import Case, Method, run_case
 from benchmarks.kernel_cases import our_backends
 
@@ -157,3 +157,16 @@ def test_host_bandit_prints_both_backends_at_every_arm_count(capsys):
     for backend in ("auto", "reference"):
         assert table.count(f"| {backend} | ") == 4, table
     assert "| 10 arms | 30 arms |" in table
+
+
+def test_backup_sizing_compares_both_forms_over_the_same_active_sets():
+    rows = {
+        f: backup_sizing.metered_run("tiny", f, steps=4, sample_ratio=0.2)
+        for f in backup_sizing.FORMS
+    }
+    arena, per_step = rows.values()
+    assert arena["backups needed, max MiB"] == per_step["backups needed, max MiB"] > 0
+    assert arena["backups held at the end MiB"] >= arena["backups needed, max MiB"]
+    assert per_step["backups held at the end MiB"] == 0
+    times = backup_sizing.step_times("tiny", steps=2, sample_ratio=0.2)
+    assert set(times) == set(backup_sizing.FORMS) and min(times.values()) > 0
