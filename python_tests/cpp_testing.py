@@ -92,8 +92,18 @@ _EXPONENT_RANGES = {torch.float16: (-24, 15), torch.bfloat16: (-133, 127)}
 
 
 def every_scale(gen: torch.Generator, dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
-    """16-bit float tensors (fp16 or bf16) at every scale the kernels meet: normal, subnormal,
-    near overflow, and every finite pattern; sizes that end on and off the 8-lane loops."""
+    """Float tensors at every scale the kernels meet: normal, subnormal, near overflow, and (fp16,
+    bf16) every finite pattern, or (fp32) every finite bf16 pattern with random low bits; sizes
+    that end on and off the 8-lane loops."""
+    if dtype == torch.float32:
+        widened = [t.float() for t in every_scale(gen, torch.bfloat16)]
+        low_bits = [
+            torch.randint(0, 2**16, t.shape, generator=gen, dtype=torch.int32) for t in widened
+        ]
+        return [
+            torch.where(t.isfinite(), (t.view(torch.int32) | bits).view(torch.float32), t)
+            for t, bits in zip(widened, low_bits)
+        ]
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     finite = every[every.isfinite()]
     sizes = [1, 7, 8, 9, 65537, finite.numel()]

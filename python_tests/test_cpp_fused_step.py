@@ -163,10 +163,16 @@ def test_coefficient_columns_match_the_kernels_structs():
     assert (C.adam_scalar_count, C.sgd_scalar_count) == (len(ADAM_COLUMNS), len(SGD_COLUMNS))
 
 
-#: Every step in both 16-bit dtypes, which have an eight-lane form.
+def misaligned_clone(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """A copy of ``t`` that starts ``offset`` elements into its storage."""
+    view = torch.empty(t.numel() + offset, dtype=t.dtype)[offset:].view_as(t)
+    return view.copy_(t)
+
+
+#: Every step in the dtypes with an eight-lane form (fp32: from a backup only).
 EIGHT_LANE_CASES = [
     pytest.param(dtype, *c.values, id=f"{name}-{c.id}")
-    for dtype, name in ((torch.float16, "fp16"), (torch.bfloat16, "bf16"))
+    for dtype, name in ((torch.float16, "fp16"), (torch.bfloat16, "bf16"), (torch.float32, "fp32"))
     for c in CONFIGS
 ]
 
@@ -177,8 +183,8 @@ EIGHT_LANE_CASES = [
 def test_eight_lane_steps_equal_the_portable_loops_bit_for_bit(
     dtype, optimizer_class, options, in_place
 ):
-    """The x86-64-v3 16-bit steps (eight lanes, vec8.h) against the portable loops, over three
-    steps from the same state; inf/NaN gradients included."""
+    """The x86-64-v3 steps (eight lanes, vec8.h; weights streamed from a backup) against the
+    portable loops, over three steps from the same state; inf/NaN gradients included."""
     gen, seed = fresh_generator()
     params = every_scale(gen, dtype)
     grads = [every_scale(gen, dtype) for _ in range(3)]
@@ -188,7 +194,8 @@ def test_eight_lane_steps_equal_the_portable_loops_bit_for_bit(
     results = []
     for eight_lanes in (True, False):
         with vec8_kernels(eight_lanes):
-            ws = [p.clone() for p in params]
+            # offsets 0-5 elements into their storage: the streamed stores' unaligned heads
+            ws = [misaligned_clone(p, k) for k, p in enumerate(params)]
             opt = optimizer_class(ws, **options)
             for step_grads in grads:
                 backups = ws if in_place else [w.clone() for w in ws]
