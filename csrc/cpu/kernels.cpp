@@ -134,14 +134,15 @@ __attribute__((always_inline)) inline void perturb_loop8(Half16* __restrict__ w,
 
 // kInPlace: the step starts from w itself (BAR's rescaled step; the caller passed w as its
 // backup), read through w: a restrict-qualified backup aliasing w would be undefined.
-template <typename T, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kInPlace>
+template <typename T, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kPrescale,
+          bool kInPlace>
 __attribute__((always_inline)) inline void adam(T* __restrict__ w, const T* __restrict__ g,
                                                 const T* __restrict__ backup, T* __restrict__ m,
                                                 T* __restrict__ v, int64_t n, const AdamScalars s) {
   for (int64_t i = 0; i < n; ++i) {
     float m_i = static_cast<float>(m[i]);
     float v_i = static_cast<float>(v[i]);
-    w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight, kRoundOnce>(
+    w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight, kRoundOnce, kPrescale>(
         static_cast<float>(kInPlace ? w[i] : backup[i]), static_cast<float>(g[i]), m_i, v_i, s));
     m[i] = stored<T, kRoundOnce>(m_i);
     v[i] = stored<T, kRoundOnce>(v_i);
@@ -186,18 +187,19 @@ __attribute__((always_inline)) inline void store_weights8(E* w, Vec8 x) {
 // The steps (E: float, Half16 or c10::BFloat16) eight elements at a time through Vec8, the
 // unaligned head and the last n % 8 by the loops above: both round alike, so a tensor's
 // elements do not depend on where its blocks start or end.
-template <typename E, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kInPlace>
+template <typename E, bool kL2, bool kSmallLerpWeight, bool kRoundOnce, bool kPrescale,
+          bool kInPlace>
 __attribute__((always_inline)) inline void adam_loop8(E* w, const E* g, const E* backup, E* m, E* v,
                                                       int64_t n, const AdamScalars s) {
   // From a backup, w is only written: streamed, it is not read first (restore + AdamW over 8M
   // fp32 elements, min of 40 interleaved: 5.9 -> 5.5 ms on one thread, 3.8 -> 3.4 on two;
   // torch's fused=True AdamW alone, which steps in place, 5.0 and 3.2).
   int64_t i = kInPlace ? 0 : unaligned_head(w, n);
-  adam<E, kL2, kSmallLerpWeight, kRoundOnce, kInPlace>(w, g, backup, m, v, i, s);
+  adam<E, kL2, kSmallLerpWeight, kRoundOnce, kPrescale, kInPlace>(w, g, backup, m, v, i, s);
   for (; i + 8 <= n; i += 8) {
     Vec8 m_i = load8(m + i);
     Vec8 v_i = load8(v + i);
-    const Vec8 w_new = adam_element<E, kL2, kSmallLerpWeight, kRoundOnce>(
+    const Vec8 w_new = adam_element<E, kL2, kSmallLerpWeight, kRoundOnce, kPrescale>(
         load8(kInPlace ? w + i : backup + i), load8(g + i), m_i, v_i, s);
     // store8 rounds to nearest, which is exact for the moments without kRoundOnce
     store8(m + i, m_i);
@@ -207,7 +209,7 @@ __attribute__((always_inline)) inline void adam_loop8(E* w, const E* g, const E*
   if constexpr (!kInPlace) {
     stream_fence();
   }
-  adam<E, kL2, kSmallLerpWeight, kRoundOnce, kInPlace>(
+  adam<E, kL2, kSmallLerpWeight, kRoundOnce, kPrescale, kInPlace>(
       w + i, g + i, kInPlace ? nullptr : backup + i, m + i, v + i, n - i, s);
 }
 
@@ -247,16 +249,17 @@ __attribute__((always_inline)) inline void adam_with_flags(T* w, const T* g, con
                                                            const AdamScalars& s) {
   with_adam_flags(
       s,
-      [&]<bool kL2, bool kSmall, bool kRoundOnce, bool kInPlace>() SLSAM_INLINE_LAMBDA {
-        const auto* from = kInPlace ? nullptr : as_compute(backup);
-        if constexpr (kEightLanes<T, kVec8, kInPlace>) {
-          adam_loop8<compute_t<T>, kL2, kSmall, kRoundOnce, kInPlace>(
-              as_compute(w), as_compute(g), from, as_compute(m), as_compute(v), n, s);
-        } else {
-          adam<compute_t<T>, kL2, kSmall, kRoundOnce, kInPlace>(as_compute(w), as_compute(g), from,
-                                                                as_compute(m), as_compute(v), n, s);
-        }
-      },
+      [&]<bool kL2, bool kSmall, bool kRoundOnce, bool kPrescale, bool kInPlace>()
+          SLSAM_INLINE_LAMBDA {
+            const auto* from = kInPlace ? nullptr : as_compute(backup);
+            if constexpr (kEightLanes<T, kVec8, kInPlace>) {
+              adam_loop8<compute_t<T>, kL2, kSmall, kRoundOnce, kPrescale, kInPlace>(
+                  as_compute(w), as_compute(g), from, as_compute(m), as_compute(v), n, s);
+            } else {
+              adam<compute_t<T>, kL2, kSmall, kRoundOnce, kPrescale, kInPlace>(
+                  as_compute(w), as_compute(g), from, as_compute(m), as_compute(v), n, s);
+            }
+          },
       backup == w);
 }
 

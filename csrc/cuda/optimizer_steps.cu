@@ -21,8 +21,8 @@ struct AdamStep {
     T& v_ref = table.ptr<T>(4, t)[i];
     float m = static_cast<float>(m_ref);
     float v = static_cast<float>(v_ref);
-    with_adam_flags(s, [&]<bool kL2, bool kSmallLerpWeight, bool kRoundOnce>() {
-      w[i] = from_float<T>(adam_element<T, kL2, kSmallLerpWeight, kRoundOnce>(backup, g, m, v, s));
+    with_adam_flags(s, [&]<bool kL2, bool kSmall, bool kRoundOnce, bool kPrescale>() {
+      w[i] = from_float<T>(adam_element<T, kL2, kSmall, kRoundOnce, kPrescale>(backup, g, m, v, s));
     });
     m_ref = from_float<T>(m);
     v_ref = from_float<T>(v);
