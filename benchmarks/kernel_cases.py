@@ -263,6 +263,13 @@ def fused_step_case(w: Workload, device: torch.device, optimizer: str) -> Case:
 
         return setup
 
+    def fused_alone() -> tuple[Callable[[], Any], Callable[[Any], list[torch.Tensor]]]:
+        # torch's fused step in place over tensors that already hold what the restore leaves
+        stepped = [b.clone() for b in backups]
+        for s, g in zip(stepped, grads2):
+            s.grad = g
+        return cls(stepped, **options, fused=True).step, lambda _: stepped
+
     methods = [Method("reference", "reference", restore_then_step({"foreach": False}, ref_restore))]
     for name in our_backends(device):
         bound = ops.bind(name, device)
@@ -275,6 +282,7 @@ def fused_step_case(w: Workload, device: torch.device, optimizer: str) -> Case:
     methods += [
         Method("torch foreach", "baseline", restore_then_step({"foreach": True}, foreach_restore)),
         Method("torch fused", "baseline", restore_then_step({"fused": True}, foreach_restore)),
+        Method("torch fused alone (no restore)", "baseline", fused_alone),
     ]
     return _case(w, f"restore+{optimizer}", streams, methods, reset)
 
