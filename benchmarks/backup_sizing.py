@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['device_name']}, {meta['threads']} torch threads, torch "
         f"{meta['versions']['torch']}, git {meta['git_rev']}, load {meta['load_average']}"
     )
+    print()
     rows = {form: metered_run(args.model, form, args.steps, args.sample_ratio) for form in FORMS}
     times = step_times(args.model, args.steps, args.sample_ratio)
     columns = [*next(iter(rows.values())), "median step ms"]

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['device_name']}, {meta['threads']} torch threads, torch "
         f"{meta['versions']['torch']}, git {meta['git_rev']}, load {meta['load_average']}"
     )
+    print()
     print("| backend | median ms per step | " + " | ".join(f"{n} arms" for n in counts) + " |")
     print("| --- | --- |" + " --- |" * len(counts))
     for backend in ("auto", "reference"):
