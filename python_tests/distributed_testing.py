@@ -1,13 +1,18 @@
-"""Shared by the distributed tests: a bounded two-process gloo launcher, the model, the data
-and the training loop that the spawned ranks and the single-process reference both run."""
+"""Shared by the distributed tests: a bounded two-process gloo launcher that reports how each
+rank ended instead of raising, the model, the data and the training loop that the spawned
+ranks and the single-process reference both run."""
 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,12 +42,46 @@ def _entry(rank: int, fn: Callable[..., None], world_size: int, port: int, args:
     try:
         fn(rank, *args)
     finally:
+        gc.collect()  # the DDP and FSDP2 modules of ``fn``, in reference cycles
         dist.destroy_process_group()
+    leave_without_finalizing()
 
 
-def spawn(fn: Callable[..., None], *args: Any, world_size: int = 2, timeout_s: float = 90) -> None:
-    """Run ``fn(rank, *args)`` on ``world_size`` gloo ranks over loopback; raise if a rank
-    fails or they are not all done within ``timeout_s`` (then they are killed)."""
+def leave_without_finalizing() -> None:
+    """End a rank that saved its results, skipping Python's finalization.
+
+    With torch 2.13, ``destroy_process_group()`` after a DDP or FSDP2 model does not free the
+    gloo group: building a DDP leaves 10 references to it that outlive the model and a
+    ``gc.collect()``, and its worker threads (``pt_gloo_runloop``) are still running when
+    the rank returns. A worker marks a collective done before dropping its last reference
+    to it; when that drop comes late, the freed tensors take the GIL while Python finalizes,
+    Python ends the thread inside a ``noexcept`` destructor, and the rank dies with
+    "terminate called without an active exception" (SIGABRT). Only a late worker does it,
+    so it struck on loaded machines. ``os._exit`` ends the process before finalization."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+@dataclass
+class Launch:
+    """How the ranks of one launch ended: each rank's exit code (None: killed at the
+    deadline) and the error text the launcher saw."""
+
+    exitcodes: list[int | None]
+    error: str
+
+    @property
+    def clean(self) -> bool:
+        return not self.error and all(code == 0 for code in self.exitcodes)
+
+
+def spawn(
+    fn: Callable[..., None], *args: Any, world_size: int = 2, timeout_s: float = 90
+) -> Launch:
+    """Run ``fn(rank, *args)`` on ``world_size`` gloo ranks over loopback, at most
+    ``timeout_s`` seconds (then they are killed); returns how they ended, never raises for
+    a failed rank, so that a crash fails only the tests whose results it took."""
     context = mp.start_processes(
         _entry,
         args=(fn, world_size, free_port(), args),
@@ -51,11 +90,37 @@ def spawn(fn: Callable[..., None], *args: Any, world_size: int = 2, timeout_s: f
         start_method="spawn",
     )
     deadline = time.monotonic() + timeout_s
-    while not context.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            raise TimeoutError(f"the {world_size} ranks did not finish in {timeout_s} s")
+    error = ""
+    try:
+        while not context.join(timeout=max(0.1, deadline - time.monotonic())):
+            if time.monotonic() > deadline:
+                error = f"the {world_size} ranks did not finish in {timeout_s} s"
+                break
+    except Exception as exc:  # a rank failed: the context says which and how
+        error = f"{type(exc).__name__}: {exc}"
+    for process in context.processes:
+        if process.is_alive():
+            process.kill()
+        process.join()
+    return Launch([process.exitcode for process in context.processes], error)
+
+
+def save_result(out_dir: str, rank: int, name: str, result: Any) -> None:
+    """One scenario's result on one rank, saved as soon as it is known."""
+    torch.save(result, Path(out_dir) / f"{name}.rank{rank}.pt")
+
+
+def load_results(out_dir: str, name: str, launch: Launch, world_size: int = 2) -> list[Any]:
+    """Every rank's result of scenario ``name``; raises (failing only the test that asked)
+    when a rank did not save it, with how the launch ended."""
+    paths = [Path(out_dir) / f"{name}.rank{rank}.pt" for rank in range(world_size)]
+    missing = [str(path.name) for path in paths if not path.exists()]
+    if missing:
+        raise AssertionError(
+            f"no result {missing} from the launch (exit codes {launch.exitcodes}): "
+            f"{launch.error or 'no error reported'}"
+        )
+    return [torch.load(path) for path in paths]
 
 
 def make_model() -> torch.nn.Module:

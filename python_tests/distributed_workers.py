@@ -1,13 +1,14 @@
 """What each spawned rank runs: every scenario in one launch (starting processes costs more
-than the training), results saved per rank for the tests to compare."""
+than the training), each scenario's result saved per rank as soon as it is known, so that a
+rank that crashes fails only the tests of the scenarios it did not finish."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import torch
 import torch.distributed as dist
-from distributed_testing import batches, full_weights, make_model, shard, train
+from distributed_testing import batches, full_weights, make_model, save_result, shard, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from slsam_kernels.optim import BAR, RST, SAM, SLSAM, arms_by_module
@@ -86,26 +87,30 @@ def _record(model: torch.nn.Module, opt: torch.optim.Optimizer, masks: list) -> 
 
 def ddp_worker(rank: int, out_dir: str) -> None:
     data = [shard(b, rank) for b in batches()]
-    results: dict = {}
     for name, build in {**DDP_SCENARIOS, **PER_RANK_SCENARIOS}.items():
         model = make_model()
         # find_unused_parameters: SL-SAM's inactive tensors get no gradient.
         ddp = DDP(model, find_unused_parameters="slsam" in name)
-        opt = build(ddp.parameters())
-        per_rank = name in PER_RANK_SCENARIOS
-        masks = train(ddp, opt, data, ascent_model=ddp if per_rank else None)
-        results[name] = _record(model, opt, masks)
-    results["default_ddp_error"] = _default_ddp_error(data)
+        try:
+            opt = build(ddp.parameters())
+            per_rank = name in PER_RANK_SCENARIOS
+            masks = train(ddp, opt, data, ascent_model=ddp if per_rank else None)
+            result = _record(model, opt, masks)
+        except Exception as error:  # fails this scenario's tests only
+            result = {"error": f"{type(error).__name__}: {error}"}
+        save_result(out_dir, rank, name, result)
+    save_result(out_dir, rank, "default_ddp_error", _default_ddp_error(data))
     unseeded_rst = RST(make_model().parameters(), torch.optim.SGD, lr=0.1)
-    results["rst_generator"] = unseeded_rst.state_dict()["sharpness_aware"]["generator"]
-    results["unwrapped_first_pass_error"] = _error_of(
+    generator = unseeded_rst.state_dict()["sharpness_aware"]["generator"]
+    save_result(out_dir, rank, "rst_generator", generator)
+    unwrapped_first_pass_error = _error_of(
         lambda: (
             SAM(make_model().parameters(), torch.optim.SGD, lr=0.1, ascent="per_rank")
             .first_pass(make_model())
             .__enter__()
         )
     )
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    save_result(out_dir, rank, "unwrapped_first_pass_error", unwrapped_first_pass_error)
 
 
 def _error_of(call) -> str:
@@ -131,7 +136,6 @@ def fsdp_worker(rank: int, out_dir: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
     data = [shard(b, rank) for b in batches()]
-    results: dict = {}
     for name, build in FSDP_SCENARIOS.items():
         model = make_model()
         for layer in model:
@@ -141,10 +145,20 @@ def fsdp_worker(rank: int, out_dir: str) -> None:
         opt = build(model)
         try:
             masks = train(model, opt, data)
-            results[name] = _record(model, opt, masks)
+            result = _record(model, opt, masks)
         except Exception as error:  # the test shows what FSDP2 said
-            results[name] = {"error": f"{type(error).__name__}: {error}"}
-    results["per_rank_error"] = _error_of(
+            result = {"error": f"{type(error).__name__}: {error}"}
+        save_result(out_dir, rank, name, result)
+    per_rank_error = _error_of(
         lambda: SAM(model.parameters(), torch.optim.SGD, lr=0.1, ascent="per_rank")
     )
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    save_result(out_dir, rank, "per_rank_error", per_rank_error)
+
+
+def crash_worker(rank: int, out_dir: str) -> None:
+    """Saves one result, then the second rank aborts before saving the next."""
+    save_result(out_dir, rank, "before", rank)
+    dist.barrier()
+    if rank == 1:
+        os.abort()
+    save_result(out_dir, rank, "after", rank)

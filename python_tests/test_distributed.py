@@ -1,7 +1,8 @@
 """DDP and FSDP2 on two gloo ranks over loopback against one process with the whole batch.
 
 Each launch runs every scenario once (module fixtures); a launch is bounded in time and its
-ranks exit by themselves."""
+ranks exit by themselves. A rank that crashes fails the tests of the scenarios it left
+without a result, and the launch's own exit test."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,16 @@ pytestmark = [
 
 if dist.is_available():
     import distributed_workers as workers
-    from distributed_testing import batches, full_weights, loss_of, make_model, spawn, train
+    from distributed_testing import (
+        Launch,
+        batches,
+        full_weights,
+        load_results,
+        loss_of,
+        make_model,
+        spawn,
+        train,
+    )
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,20 +44,47 @@ EXAMPLE_RUNS = 5
 EXAMPLE_TIMEOUT_S = 120
 
 
-def _launch(worker, tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp(worker.__name__)
-    spawn(worker, str(out), timeout_s=120)
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+@dataclass
+class Ranks:
+    """One launch of a worker: where its ranks saved their results, and how they ended."""
+
+    out_dir: str
+    launch: Launch
+
+    def __getitem__(self, name: str) -> list:
+        """Scenario ``name``'s result on every rank (a rank that left none fails the test)."""
+        return load_results(self.out_dir, name, self.launch)
+
+
+def _launch(worker, tmp_path_factory) -> Ranks:
+    out = str(tmp_path_factory.mktemp(worker.__name__))
+    return Ranks(out, spawn(worker, out, timeout_s=120))
 
 
 @pytest.fixture(scope="module")
-def ddp_ranks(tmp_path_factory) -> list[dict]:
+def ddp_ranks(tmp_path_factory) -> Ranks:
     return _launch(workers.ddp_worker, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def fsdp_ranks(tmp_path_factory) -> list[dict]:
+def fsdp_ranks(tmp_path_factory) -> Ranks:
     return _launch(workers.fsdp_worker, tmp_path_factory)
+
+
+@pytest.mark.parametrize("launch", ["ddp_ranks", "fsdp_ranks"])
+def test_every_rank_exits_cleanly(launch, request):
+    """Both ranks return and exit with 0, the process group torn down (no abort at exit)."""
+    ranks = request.getfixturevalue(launch)
+    assert ranks.launch.clean, f"exit codes {ranks.launch.exitcodes}: {ranks.launch.error}"
+
+
+def test_a_rank_that_aborts_fails_only_the_results_it_did_not_save(tmp_path):
+    launch = spawn(workers.crash_worker, str(tmp_path), timeout_s=60)
+    assert not launch.clean
+    assert launch.exitcodes[1] == -signal.SIGABRT, launch
+    assert load_results(str(tmp_path), "before", launch) == [0, 1]
+    with pytest.raises(AssertionError, match=r"no result .*\(exit codes"):
+        load_results(str(tmp_path), "after", launch)
 
 
 def _single_process(build, model=None) -> dict:
@@ -56,14 +94,21 @@ def _single_process(build, model=None) -> dict:
     return {"weights": full_weights(model), "masks": masks, "opt": opt}
 
 
-def _assert_same_run(ranks: list[dict], name: str, reference: dict) -> None:
+def _successful(ranks: Ranks, name: str) -> list[dict]:
+    """Scenario ``name``'s results, checked free of errors on every rank."""
+    results = ranks[name]
+    for rank, result in enumerate(results):
+        assert "error" not in result, f"rank {rank}: {result['error']}"
+    return results
+
+
+def _assert_same_run(ranks: Ranks, name: str, reference: dict) -> None:
     initial = full_weights(make_model())
-    for result in ranks:
-        assert "error" not in result[name], result[name]
-        for got, want in zip(result[name]["weights"], reference["weights"]):
+    for result in _successful(ranks, name):
+        for got, want in zip(result["weights"], reference["weights"]):
             torch.testing.assert_close(got, want, **TOL)
-        assert any(not torch.equal(w, b) for w, b in zip(result[name]["weights"], initial))
-        for got, want in zip(result[name]["masks"], reference["masks"]):
+        assert any(not torch.equal(w, b) for w, b in zip(result["weights"], initial))
+        for got, want in zip(result["masks"], reference["masks"]):
             assert torch.equal(got, want)
 
 
@@ -76,9 +121,9 @@ def test_ddp_two_ranks_equal_one_rank_with_the_whole_batch(ddp_ranks, name):
 
 
 def test_ddp_unseeded_slsam_ranks_share_the_seed_and_the_masks(ddp_ranks):
-    first, second = (r["slsam_unseeded"] for r in ddp_ranks)
+    first, second = _successful(ddp_ranks, "slsam_unseeded")
     assert torch.equal(first["generator"], second["generator"])
-    assert torch.equal(ddp_ranks[0]["rst_generator"], ddp_ranks[1]["rst_generator"])
+    assert torch.equal(*ddp_ranks["rst_generator"])
     assert all(torch.equal(a, b) for a, b in zip(first["masks"], second["masks"]))
     assert any(not torch.equal(first["masks"][0], m) for m in first["masks"][1:])
 
@@ -103,15 +148,16 @@ def test_ddp_per_rank_sam_ascends_on_each_ranks_own_gradient(ddp_ranks):
                 torch._foreach_sub_(params, steps)
         with torch.no_grad():
             torch._foreach_add_(params, descent, alpha=-lr)
-    global_run = ddp_ranks[0]["sam_adamw"]["weights"]
-    for result in ddp_ranks:
-        for got, want in zip(result["sam_per_rank"]["weights"], params):
+    global_run = ddp_ranks["sam_adamw"][0]["weights"]
+    per_rank_runs = _successful(ddp_ranks, "sam_per_rank")
+    for result in per_rank_runs:
+        for got, want in zip(result["weights"], params):
             torch.testing.assert_close(got, want, **TOL)
-    assert not torch.allclose(ddp_ranks[0]["sam_per_rank"]["weights"][0], global_run[0])
+    assert not torch.allclose(per_rank_runs[0]["weights"][0], global_run[0])
 
 
 def test_ddp_per_rank_slsam_bandit_sees_the_same_norms_on_every_rank(ddp_ranks):
-    first, second = (r["slsam_per_rank"] for r in ddp_ranks)
+    first, second = _successful(ddp_ranks, "slsam_per_rank")
     # The probabilities are computed on each rank, not broadcast: equal only if the norms are.
     assert torch.equal(first["probs"], second["probs"])
     assert not torch.allclose(first["probs"], torch.full_like(first["probs"], 0.5))
@@ -119,7 +165,7 @@ def test_ddp_per_rank_slsam_bandit_sees_the_same_norms_on_every_rank(ddp_ranks):
 
 
 def test_plain_ddp_rejects_changing_requires_grad(ddp_ranks):
-    message = ddp_ranks[0]["default_ddp_error"]
+    message = ddp_ranks["default_ddp_error"][0]
     assert "find_unused_parameters=True" in message
 
 
@@ -131,10 +177,12 @@ def test_fsdp2_two_ranks_equal_one_rank_with_the_whole_batch(fsdp_ranks, name):
 
 
 def test_per_rank_ascent_needs_ddp(ddp_ranks, fsdp_ranks):
-    assert ddp_ranks[0]["unwrapped_first_pass_error"].startswith("TypeError: ")
-    assert "DistributedDataParallel" in ddp_ranks[0]["unwrapped_first_pass_error"]
-    assert fsdp_ranks[0]["per_rank_error"].startswith("ValueError: ")
-    assert "fully_shard" in fsdp_ranks[0]["per_rank_error"]
+    unwrapped_error = ddp_ranks["unwrapped_first_pass_error"][0]
+    assert unwrapped_error.startswith("TypeError: ")
+    assert "DistributedDataParallel" in unwrapped_error
+    sharded_error = fsdp_ranks["per_rank_error"][0]
+    assert sharded_error.startswith("ValueError: ")
+    assert "fully_shard" in sharded_error
 
 
 def test_per_rank_ascent_needs_several_ranks():
