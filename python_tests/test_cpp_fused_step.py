@@ -24,8 +24,8 @@ from oracle_testing import (
     float64_oracle,
 )
 
-from slsam_kernels.extension.fused_step import fused_restore_step
-from slsam_kernels.extension.loader import C
+from slsam_kernels.backends.cpp.fused_step import fused_restore_step
+from slsam_kernels.backends.cpp.loader import C
 from slsam_kernels.ops.fused_plan import ADAM_COLUMNS, SGD_COLUMNS
 
 pytestmark = requires_extension

@@ -19,9 +19,10 @@ from cpp_testing import (
     vec8_kernels,
 )
 
-from slsam_kernels import ops, reference
-from slsam_kernels.extension import cpu as cpp
-from slsam_kernels.extension.loader import C
+from slsam_kernels import ops
+from slsam_kernels.backends import cpp as cpp
+from slsam_kernels.backends import reference
+from slsam_kernels.backends.cpp.loader import C
 
 pytestmark = requires_extension
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import ops, reference
-from slsam_kernels import triton as triton_backend
+from slsam_kernels import ops
+from slsam_kernels.backends import reference
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 pytestmark = TRITON_MARKS
 

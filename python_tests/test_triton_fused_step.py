@@ -15,7 +15,7 @@ from oracle_testing import (
 )
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import triton as triton_backend
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 pytestmark = TRITON_MARKS
 

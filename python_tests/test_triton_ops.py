@@ -8,9 +8,9 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import reference
-from slsam_kernels import triton as triton_backend
-from slsam_kernels.ops import backends
+from slsam_kernels.backends import reference
+from slsam_kernels.backends import triton_kernels as triton_backend
+from slsam_kernels.ops import registry
 
 pytestmark = TRITON_MARKS
 
@@ -102,7 +102,7 @@ def test_perturb_non_contiguous_params() -> None:
 def test_unaligned_views_take_the_unhinted_path() -> None:
     """Views at odd offsets of one buffer cannot promise 16-element alignment; the table says
     so, and the results stay exact."""
-    from slsam_kernels.triton import _tables
+    from slsam_kernels.backends.triton_kernels import _tables
 
     separate = [torch.randn(10, device=DEVICE) for _ in range(3)]
     assert _tables.build([separate], [0, 1, 2], 16384).aligned
@@ -135,7 +135,7 @@ def test_restore_is_bit_exact(dtype: torch.dtype) -> None:
 
 
 def test_table_offsets_are_64_bit() -> None:
-    from slsam_kernels.triton import _tables
+    from slsam_kernels.backends.triton_kernels import _tables
 
     numel = 2**33 + 5
     huge = torch.empty(1).expand(numel)
@@ -149,7 +149,7 @@ def test_table_offsets_are_64_bit() -> None:
 def test_offsets_beyond_int32_reach_their_tensors() -> None:
     """A launch addresses tensor i at ``base + offset[i]``; with offsets above 2^31 elements
     any 32-bit truncation in the offset arithmetic would write the wrong memory."""
-    from slsam_kernels.triton import _tables, restore
+    from slsam_kernels.backends.triton_kernels import _tables, restore
 
     # One buffer of over 2^31 fp32 elements puts both tensors past 2^31 elements from their
     # bases wherever the allocator puts it; torch.empty writes no page, so on the CPU only
@@ -196,7 +196,7 @@ def _kernels() -> list[object]:
 
     found = []
     for info in pkgutil.iter_modules(triton_backend.__path__):
-        module = importlib.import_module(f"slsam_kernels.triton.{info.name}")
+        module = importlib.import_module(f"slsam_kernels.backends.triton_kernels.{info.name}")
         found += [v for k, v in vars(module).items() if k.endswith("_kernel")]
     return found
 
@@ -215,7 +215,7 @@ def test_sizes_are_runtime_arguments() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compile counting needs a CUDA device")
 def test_shapes_do_not_recompile() -> None:
-    from slsam_kernels.triton import norms
+    from slsam_kernels.backends.triton_kernels import norms
 
     device = torch.cuda.current_device()
     for n in range(1, 200, 7):
@@ -225,8 +225,8 @@ def test_shapes_do_not_recompile() -> None:
 
 
 def test_backend_is_registered_and_picked_by_auto_on_cuda_only() -> None:
-    status = backends.status("triton")
+    status = registry.status("triton")
     assert status.available
-    assert backends.resolve("triton", torch.device(DEVICE)) == "triton"
-    assert backends.resolve("auto", torch.device("cpu")) != "triton"
-    assert backends.AUTO_ORDER["cuda"][0] == "triton"
+    assert registry.resolve("triton", torch.device(DEVICE)) == "triton"
+    assert registry.resolve("auto", torch.device("cpu")) != "triton"
+    assert registry.AUTO_ORDER["cuda"][0] == "triton"

@@ -1,6 +1,6 @@
 """One public function per fused operation, the same signature on every backend.
 
-Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.backends`)
+Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.registry`)
 and runs that backend's implementation. Optimizers resolve once with :func:`bind` and call the
 bound functions, which skip the per-call validation.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import backends
+from . import registry
 from .bound import BoundOps, bind
 from .validation import (
     bandit_options,
@@ -77,7 +77,7 @@ def bandit_update(
     """The SL-SAM bandit update; returns the new probabilities, on ``probs``' device.
 
     ``rule`` is ``"paper"`` (the paper's update) or ``"robust"`` (scale free, with the
-    exploration mixture ``exploration``), as :mod:`slsam_kernels.reference.bandit` states
+    exploration mixture ``exploration``), as :mod:`slsam_kernels.backends.reference.bandit` states
     them; ``lr`` and ``exploration`` left None take the rule's defaults (``lr``: 1e-3 for
     the paper rule, 0.05 for the robust one; ``exploration``: 0.1, robust rule only).
     """
@@ -101,11 +101,11 @@ def sample_active(
 
 __all__ = [
     "BoundOps",
-    "backends",
     "bandit_update",
     "bind",
     "grad_sqnorms",
     "perturb_",
+    "registry",
     "restore_",
     "sample_active",
 ]

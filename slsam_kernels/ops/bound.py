@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import reference
-from . import backends
+from ..backends import reference
+from . import registry
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class BoundOps:
     nothing and returns False.
 
     ``bandit_update`` and ``sample_active`` have the signatures of the reference functions
-    (:mod:`slsam_kernels.reference.bandit`; ``rule=`` and ``exploration=`` come checked and
+    (:mod:`slsam_kernels.backends.reference.bandit`; ``rule=`` and ``exploration=`` come checked and
     resolved by :func:`slsam_kernels.ops.validation.bandit_options`); a backend may provide
     them (optional: the reference is the default) to keep the SL-SAM probabilities on the
     device. ``bandit_device`` is where the probabilities live for them: the tensors' device
@@ -41,8 +41,8 @@ class BoundOps:
 
 def bind(backend: str, device: torch.device) -> BoundOps:
     """Resolve ``backend`` for ``device`` and return its operations."""
-    name = backends.resolve(backend, device)
-    impl = backends.module(name)
+    name = registry.resolve(backend, device)
+    impl = registry.module(name)
     fused = getattr(impl, "fused_restore_step", _no_fused_restore_step)
     own_bandit = hasattr(impl, "bandit_update") and hasattr(impl, "sample_active")
     bandit = impl if own_bandit else reference

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..reference.bandit import DEFAULT_EXPLORATION, DEFAULT_LR, ROBUST, RULES
+from ..backends.reference.bandit import DEFAULT_EXPLORATION, DEFAULT_LR, ROBUST, RULES
 
 
 def common_device(tensors: Sequence[torch.Tensor]) -> torch.device:

@@ -10,10 +10,10 @@ import torch
 from ..ops.validation import bandit_options
 from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
-from .base import SharpnessAwareOptimizer, _Perturbation
 from .checkpoint import check_generator_state, check_probabilities
 from .checks import check_seed, check_unit_interval
 from .rng import make_generator
+from .sharpness_aware import SharpnessAwareOptimizer, _Perturbation
 
 
 class SLSAM(SharpnessAwareOptimizer):

@@ -8,7 +8,7 @@ from types import ModuleType
 
 EXTENSION = "slsam_kernels._C"
 # Written by setup.py when it skipped the extension or its build failed.
-BUILD_ERROR_FILE = Path(__file__).parent.parent / "_C_build_error.txt"
+BUILD_ERROR_FILE = Path(__file__).parents[2] / "_C_build_error.txt"
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` or "
     "`python setup.py build_ext --inplace` (the build prints its error)"

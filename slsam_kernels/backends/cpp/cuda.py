@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import fused_restore_step, grad_sqnorms, perturb_, restore_
 from .loader import LOAD_ERROR, C
-from .ops import fused_restore_step, grad_sqnorms, perturb_, restore_
 
 
 def _unavailable_reason() -> str:

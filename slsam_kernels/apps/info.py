@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from ._version import __version__
-from .ops import backends
+from .._version import __version__
+from ..ops import registry
 
 
 def _version_of(module_name: str) -> str:
@@ -28,17 +28,17 @@ def report() -> str:
         f"torch         {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
         f"triton        {_version_of('triton')}",
         f"cuda device   {torch.cuda.get_device_name() if cuda else 'none'}",
-        f"{backends.ENV_VAR:<13} {__import__('os').environ.get(backends.ENV_VAR, '(unset)')}",
+        f"{registry.ENV_VAR:<13} {__import__('os').environ.get(registry.ENV_VAR, '(unset)')}",
         "",
         "backends:",
     ]
-    for s in backends.all_status():
+    for s in registry.all_status():
         mark = "available  " if s.available else "unavailable"
         lines.append(f"  {s.name:<10} {mark} [{', '.join(s.device_types)}] {s.reason}")
     lines.append("")
     lines.append("auto picks:")
     for device_type in ("cpu", "cuda"):
-        lines.append(f"  {device_type:<5} -> {backends.resolve('auto', torch.device(device_type))}")
+        lines.append(f"  {device_type:<5} -> {registry.resolve('auto', torch.device(device_type))}")
     return "\n".join(lines)
 
 

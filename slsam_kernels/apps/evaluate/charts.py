@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from slsam_kernels.demo.deps import require
+from slsam_kernels.apps.demo.deps import require
 
 from .comparisons import rows_of
 

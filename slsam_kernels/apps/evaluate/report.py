@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from slsam_kernels._version import __version__
-from slsam_kernels.utils.provenance import git_revision
+from slsam_kernels.apps.measure.provenance import git_revision
 
 from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
 from .config import EvalConfig

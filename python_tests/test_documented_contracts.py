@@ -10,8 +10,8 @@ import torch
 from builders import loss_of, make_batches, make_model
 
 from slsam_kernels import RST, SAM, SLSAM, ops
+from slsam_kernels.backends.reference import grad_sqnorms
 from slsam_kernels.optim.checkpoint import check_generator_state
-from slsam_kernels.reference import grad_sqnorms
 
 
 def make_slsam(model: torch.nn.Module, **kwargs) -> SLSAM:

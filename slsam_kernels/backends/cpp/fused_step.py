@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ...ops.fused_plan import FusedPlan, plan
 from .. import reference
-from ..ops.fused_plan import FusedPlan, plan
 from .loader import C
 
 

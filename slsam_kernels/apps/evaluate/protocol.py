@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from slsam_kernels.demo import train as demo_train
-from slsam_kernels.demo.data import LabelledData, Split
-from slsam_kernels.demo.tasks import TASKS, Prepared
+from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.data import LabelledData, Split
+from slsam_kernels.apps.demo.tasks import TASKS, Prepared
 
 from .arms import ArmRecorder, all_of, arm_recorders
 from .balance import BalanceRecorder, balance_recorders

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from slsam_kernels.demo.cli import DefaultsHelpFormatter, comma_names
-from slsam_kernels.demo.deps import MissingDependencyError
-from slsam_kernels.demo.tasks import TASKS
-from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
+from slsam_kernels.apps.demo.cli import DefaultsHelpFormatter, comma_names
+from slsam_kernels.apps.demo.deps import MissingDependencyError
+from slsam_kernels.apps.demo.tasks import TASKS
+from slsam_kernels.apps.measure.outputs import refuse_to_overwrite, run_folder
 
 from . import charts, report
 from .config import CONFIGS, VARIANTS, EvalConfig

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ops.fused_plan import plan
+from ...ops.fused_plan import plan
 from . import adamw, sgd
 from .restore import restore_
 

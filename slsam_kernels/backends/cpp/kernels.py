@@ -50,8 +50,8 @@ def bandit_update(
     rule: str = PAPER,
     exploration: float = 0.0,
 ) -> torch.Tensor:
-    """:func:`slsam_kernels.reference.bandit_update`, in double on the host, in one call (the
-    reference spends ~35 torch ops); the probabilities live on the CPU."""
+    """:func:`slsam_kernels.backends.reference.bandit_update`, in double on the host, in one
+    call (the reference spends ~35 torch ops); the probabilities live on the CPU."""
     return C.bandit_update(
         probs.detach().to("cpu", torch.float32).contiguous(),
         active_norms.detach().to("cpu", torch.float32).contiguous(),

@@ -18,11 +18,11 @@ ENV_VAR = "SLSAM_BACKEND"
 
 # name -> (module path, device types it runs on)
 _REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
-    "reference": ("slsam_kernels.reference", ("cpu", "cuda", "mps", "xpu")),
+    "reference": ("slsam_kernels.backends.reference", ("cpu", "cuda", "mps", "xpu")),
     # cpu only under TRITON_INTERPRET=1; the module narrows this with its DEVICE_TYPES
-    "triton": ("slsam_kernels.triton", ("cuda", "cpu")),
-    "cpp": ("slsam_kernels.extension.cpu", ("cpu",)),
-    "cuda": ("slsam_kernels.extension.cuda", ("cuda",)),
+    "triton": ("slsam_kernels.backends.triton_kernels", ("cuda", "cpu")),
+    "cpp": ("slsam_kernels.backends.cpp", ("cpu",)),
+    "cuda": ("slsam_kernels.backends.cpp.cuda", ("cuda",)),
 }
 
 # Triton first on CUDA: its multi-tensor kernels compile to vector loads (checked in the PTX),

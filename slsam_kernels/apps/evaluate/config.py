@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from slsam_kernels.demo.tasks import TASKS
+from slsam_kernels.apps.demo.tasks import TASKS
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The SL-SAM bandit on the device: the EXP3-style update (either rule of
-:mod:`slsam_kernels.reference.bandit`) with the capped projection and the exploration mixture
-in one single-program launch, and the draw of the next active set in another; only the mask
-reaches the host."""
+:mod:`slsam_kernels.backends.reference.bandit`) with the capped projection and the exploration
+mixture in one single-program launch, and the draw of the next active set in another; only the
+mask reaches the host."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def bandit_update(
     exploration: float = 0.0,
 ) -> torch.Tensor:
     """The updated keep-probabilities (fp32, on ``probs``' device), as
-    :func:`slsam_kernels.reference.bandit_update` computes them, in fp32 on the device.
+    :func:`slsam_kernels.backends.reference.bandit_update` computes them, in fp32 on the device.
     ``p_min`` cancels out of the update (see the kernel). Above ``MAX_ARMS`` arms the
     reference runs instead."""
     if probs.numel() > MAX_ARMS:

@@ -1,7 +1,7 @@
 """Peak memory of one training run, measured above the level at its start.
 
 On CUDA: the caching allocator's peak of allocated bytes. On the CPU: the peak of live tensor
-bytes, op by op (:class:`slsam_kernels.utils.tensor_memory.TensorMemoryMeter`); the process
+bytes, op by op (:class:`slsam_kernels.apps.measure.tensor_memory.TensorMemoryMeter`); the process
 RSS, which moves in allocator-sized steps and keeps freed memory, is not used.
 """
 
@@ -13,7 +13,7 @@ from types import TracebackType
 
 import torch
 
-from ..utils.tensor_memory import TensorMemoryMeter
+from ..measure.tensor_memory import TensorMemoryMeter
 
 _MIB = 2**20
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from slsam_kernels import SLSAM
-from slsam_kernels.demo.train import StepObserver
+from slsam_kernels.apps.demo.train import StepObserver
 
 #: A ``train_and_test`` observer: given the model and optimizer, the per-step callback or None.
 Observer = Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None]
