@@ -106,18 +106,18 @@ class _CountingProxy:
 @contextlib.contextmanager
 def _count_extension_calls() -> Iterator[_CountingProxy | None]:
     """Counts calls into ``slsam_kernels._C`` (pybind functions, unseen by the profiler)."""
-    from slsam_kernels.backends.cpp import fused_step, kernels, loader
+    from slsam_kernels.backends.cpp import kernels, loader
 
     if loader.C is None:
         yield None
         return
     proxy = _CountingProxy(loader.C)
-    saved = kernels.C, fused_step.C
-    kernels.C = fused_step.C = proxy
+    saved = kernels.C
+    kernels.C = proxy
     try:
         yield proxy
     finally:
-        kernels.C, fused_step.C = saved
+        kernels.C = saved
 
 
 @contextlib.contextmanager

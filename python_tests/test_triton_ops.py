@@ -8,6 +8,7 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
+from slsam_kernels import ops
 from slsam_kernels.backends import reference
 from slsam_kernels.backends import triton_kernels as triton_backend
 from slsam_kernels.ops import registry
@@ -88,15 +89,26 @@ def test_perturb_and_restore_many_small_tensors() -> None:
     assert all(torch.equal(w, o) for w, o in zip(got_w, params, strict=True))
 
 
-def test_perturb_non_contiguous_params() -> None:
+def test_non_contiguous_pairs_are_declined_and_run_on_the_reference() -> None:
     params = [torch.randn(9, 5, device=DEVICE).t(), torch.randn(300, device=DEVICE)]
     grads = [torch.randn_like(w) for w in params]
     scales = torch.rand(2, device=DEVICE)
-    got_w, want_w = [w.clone() for w in params], [w.clone() for w in params]
-    got_b, want_b = _nan_like(params), _nan_like(params)
-    triton_backend.perturb_(got_w, grads, got_b, scales, False)
+    want_w, want_b = [w.clone() for w in params], _nan_like(params)
     reference.perturb_(want_w, grads, want_b, scales, False)
+    got_w, got_b = [w.clone() for w in params], _nan_like(params)
+    assert triton_backend.perturb_(got_w, grads, got_b, scales, False) == [0]
+    assert torch.equal(got_w[0], params[0]) and got_b[0].isnan().all(), "a declined pair changed"
+    torch.testing.assert_close(got_w[1:] + got_b[1:], want_w[1:] + want_b[1:], rtol=0, atol=0)
+    got_w[0].fill_(float("nan"))
+    assert triton_backend.restore_(got_w, got_b) == [0]
+    assert got_w[0].isnan().all(), "a declined restore wrote"
+    bound = ops.bind("triton", torch.device(DEVICE))
+    got_w, got_b = [w.clone() for w in params], _nan_like(params)
+    bound.perturb_(got_w, grads, got_b, scales, False)
     torch.testing.assert_close(got_w + got_b, want_w + want_b, rtol=0, atol=0)
+    got_w = _nan_like(params)
+    bound.restore_(got_w, got_b)
+    torch.testing.assert_close(got_w, params, rtol=0, atol=0)
 
 
 def test_unaligned_views_take_the_unhinted_path() -> None:

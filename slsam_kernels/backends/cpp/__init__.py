@@ -5,23 +5,20 @@ backends report it as their reason."""
 
 from __future__ import annotations
 
-from .kernels import (
-    bandit_update,
-    fused_restore_step,
-    grad_sqnorms,
-    perturb_,
-    restore_,
-    sample_active,
-)
+from ..reference import sample_active
+from .kernels import bandit_update, grad_sqnorms, launch_fused, perturb_, restore_
 from .loader import LOAD_ERROR
 
 UNAVAILABLE_REASON = LOAD_ERROR
+# The extension's bandit runs on the host, where CPU tensors live; the draw is the reference's.
+PROBS_ON_DEVICE = True
 
 __all__ = [
+    "PROBS_ON_DEVICE",
     "UNAVAILABLE_REASON",
     "bandit_update",
-    "fused_restore_step",
     "grad_sqnorms",
+    "launch_fused",
     "perturb_",
     "restore_",
     "sample_active",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import fused_restore_step, grad_sqnorms, perturb_, restore_
+from ..reference import bandit_update, sample_active
+from .kernels import grad_sqnorms, launch_fused, perturb_, restore_
 from .loader import LOAD_ERROR, C
 
 
@@ -22,5 +23,16 @@ def _unavailable_reason() -> str:
 
 
 UNAVAILABLE_REASON = _unavailable_reason()
+# No bandit kernels here: the reference's runs on the host, the probabilities live on the CPU.
+PROBS_ON_DEVICE = False
 
-__all__ = ["UNAVAILABLE_REASON", "fused_restore_step", "grad_sqnorms", "perturb_", "restore_"]
+__all__ = [
+    "PROBS_ON_DEVICE",
+    "UNAVAILABLE_REASON",
+    "bandit_update",
+    "grad_sqnorms",
+    "launch_fused",
+    "perturb_",
+    "restore_",
+    "sample_active",
+]

@@ -1,6 +1,6 @@
-"""The backend protocol on top of ``slsam_kernels._C``. A call the extension cannot take
-(tensors laid out differently, which it reports by returning False before writing anything)
-runs on the reference path instead."""
+"""The backend protocol's operations on top of ``slsam_kernels._C``, for the ``"cpp"`` and
+``"cuda"`` backends. A call the extension cannot take (tensors laid out differently, which it
+reports by returning False before writing anything) is declined as a whole."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import reference
+from ..plan import FusedPlan
 from ..reference.bandit import DEFAULT_LR, PAPER, ROBUST
-from .fused_step import fused_restore_step
 from .loader import C
 
 
@@ -27,16 +26,36 @@ def perturb_(
     backups: Sequence[torch.Tensor],
     scales: torch.Tensor,
     adaptive: bool = False,
-) -> None:
-    """Back up each ``w`` exactly, then ``w += scale_i * g`` (ASAM: ``scale_i * g * w * w``)."""
-    if not C.perturb_(list(params), list(grads), list(backups), scales, adaptive):
-        reference.perturb_(params, grads, backups, scales, adaptive)
+) -> range:
+    """Back up each ``w`` exactly, then ``w += scale_i * g`` (ASAM: ``scale_i * g * w * w``).
+    Returns the positions it declined: none, or all of them (nothing written)."""
+    done = C.perturb_(list(params), list(grads), list(backups), scales, adaptive)
+    return range(0 if done else len(params))
 
 
-def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> None:
-    """Copy each backup back into its parameter, bit for bit."""
-    if not C.restore_(list(params), list(backups)):
-        reference.restore_(params, backups)
+def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> range:
+    """Copy each backup back into its parameter, bit for bit. Returns the positions it
+    declined: none, or all of them (nothing written)."""
+    return range(0 if C.restore_(list(params), list(backups)) else len(params))
+
+
+def launch_fused(plan: FusedPlan) -> bool:
+    """The restore + step kernels of ``plan`` (its stepped tensors; the caller restores the
+    rest); the extension reads ``w`` from the backup and, for Adam, adds 1 to each ``step``.
+    False when ``_C`` refuses the layout (before writing)."""
+    if plan.kind == "adam":
+        return C.adam_restore_step_(
+            plan.params,
+            plan.grads,
+            plan.backups,
+            plan.exp_avgs,
+            plan.exp_avg_sqs,
+            plan.steps,
+            plan.table(),
+        )
+    return C.sgd_restore_step_(
+        plan.params, plan.grads, plan.backups, plan.momentum_buffers, plan.table()
+    )
 
 
 def bandit_update(
@@ -62,15 +81,3 @@ def bandit_update(
         rule == ROBUST,
         float(exploration),
     )
-
-
-sample_active = reference.sample_active
-
-__all__ = [
-    "bandit_update",
-    "fused_restore_step",
-    "grad_sqnorms",
-    "perturb_",
-    "restore_",
-    "sample_active",
-]

@@ -14,8 +14,9 @@ def perturb_(
     backups: Sequence[torch.Tensor],
     scales: torch.Tensor,
     adaptive: bool = False,
-) -> None:
-    """Copy each ``w`` into its backup, then ``w <- w + scale * g`` in place.
+) -> tuple[()]:
+    """Copy each ``w`` into its backup, then ``w <- w + scale * g`` in place; declines nothing
+    (returns no positions).
 
     ``scales`` is an fp32 tensor with one entry per tensor, on the tensors' device. With
     ``adaptive`` (ASAM) the step is ``w <- w + scale * w^2 * g``. The update is computed in
@@ -28,10 +29,13 @@ def perturb_(
         if adaptive:
             e = e * w32 * w32
         w.copy_(w32 + e)
+    return ()
 
 
 @torch.no_grad()
-def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> None:
-    """Copy each backup back into its parameter, bit for bit."""
+def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> tuple[()]:
+    """Copy each backup back into its parameter, bit for bit; declines nothing (returns no
+    positions)."""
     for w, backup in zip(params, backups, strict=True):
         w.copy_(backup)
+    return ()

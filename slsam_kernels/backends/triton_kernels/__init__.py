@@ -41,6 +41,7 @@ def _unavailable_reason() -> str:
 
 UNAVAILABLE_REASON = _unavailable_reason()
 DEVICE_TYPES: tuple[str, ...] = ()
+PROBS_ON_DEVICE = True
 
 if not UNAVAILABLE_REASON:
     import triton
@@ -48,17 +49,18 @@ if not UNAVAILABLE_REASON:
     DEVICE_TYPES = ("cuda", "cpu") if _interpreting(triton) else ("cuda",)
 
     from .bandit import bandit_update, sample_active
-    from .fused_step import fused_restore_step
+    from .fused import launch_fused
     from .norms import grad_sqnorms
     from .perturb import perturb_
     from .restore import restore_
 
     __all__ = [
         "DEVICE_TYPES",
+        "PROBS_ON_DEVICE",
         "UNAVAILABLE_REASON",
         "bandit_update",
-        "fused_restore_step",
         "grad_sqnorms",
+        "launch_fused",
         "perturb_",
         "restore_",
         "sample_active",

@@ -71,6 +71,17 @@ def dtype_groups(lists: Sequence[Sequence[torch.Tensor]]) -> list[list[int]]:
     return list(groups.values())
 
 
+def split_contiguous(
+    params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]
+) -> tuple[list[int], list[int]]:
+    """The positions of the (param, backup) pairs that are both contiguous, and of the rest."""
+    linear: list[int] = []
+    declined: list[int] = []
+    for i, (w, b) in enumerate(zip(params, backups, strict=True)):
+        (linear if w.is_contiguous() and b.is_contiguous() else declined).append(i)
+    return linear, declined
+
+
 def build(
     roles: Sequence[Sequence[torch.Tensor]], positions: Sequence[int], chunk: int
 ) -> TensorTable:

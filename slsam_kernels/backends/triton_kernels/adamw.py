@@ -8,7 +8,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...ops.fused_plan import ADAM_COLUMNS, FusedPlan
+from ..plan import ADAM_COLUMNS, FusedPlan
 from . import _tables
 from ._cast import round_to
 from ._tables import position, tensor_ptr, work_item

@@ -9,10 +9,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import reference
 from ..reference.bandit import DEFAULT_LR, PAPER, PROB_FLOOR, ROBUST, SUFFIX_SUM_FLOOR
 
-# One program holds every arm in registers; past this the host reference is used.
+# One program holds every arm in registers; past this the update is declined (the host
+# reference runs it).
 MAX_ARMS = 16384
 _SAMPLE_BLOCK = 1024
 # at least one element per thread of 4 warps, so tiny arm counts get an ordinary layout
@@ -99,15 +99,13 @@ def bandit_update(
     *,
     rule: str = PAPER,
     exploration: float = 0.0,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """The updated keep-probabilities (fp32, on ``probs``' device), as
     :func:`slsam_kernels.backends.reference.bandit_update` computes them, in fp32 on the device.
-    ``p_min`` cancels out of the update (see the kernel). Above ``MAX_ARMS`` arms the
-    reference runs instead."""
+    ``p_min`` cancels out of the update (see the kernel). Above ``MAX_ARMS`` arms: None
+    (declined, nothing launched)."""
     if probs.numel() > MAX_ARMS:
-        return reference.bandit_update(
-            probs, active_norms, active_idx, budget, lr, p_min, rule=rule, exploration=exploration
-        )
+        return None
     device = probs.device
     probs = probs.to(torch.float32).contiguous()
     idx = active_idx.to(device, torch.int64).contiguous()

@@ -9,10 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import reference
 from . import _tables
 from ._cast import round_to
-from ._tables import position, tensor_ptr, work_item
+from ._tables import position, split_contiguous, tensor_ptr, work_item
 
 
 @triton.jit
@@ -61,24 +60,12 @@ def perturb_(
     backups: Sequence[torch.Tensor],
     scales: torch.Tensor,
     adaptive: bool = False,
-) -> None:
+) -> list[int]:
     """Copy each ``w`` into its backup, then ``w <- w + scale_i * g`` (ASAM: ``scale_i * g *
-    w * w``) in one pass; ``scales`` is read on the device (no host sync). Tensors that are
-    not contiguous (rare: the kernel addresses memory linearly) take the reference path."""
-    linear = [
-        i
-        for i, (w, b) in enumerate(zip(params, backups, strict=True))
-        if w.is_contiguous() and b.is_contiguous()
-    ]
-    strided = sorted(set(range(len(params))) - set(linear))
-    if strided:
-        reference.perturb_(
-            [params[i] for i in strided],
-            [grads[i] for i in strided],
-            [backups[i] for i in strided],
-            scales[strided],
-            adaptive,
-        )
+    w * w``) in one pass; ``scales`` is read on the device (no host sync). Declines (leaves
+    alone, and returns the positions of) the pairs that are not contiguous: the kernel
+    addresses memory linearly."""
+    linear, declined = split_contiguous(params, backups)
     lists = [
         [params[i] for i in linear],
         [grads[i].contiguous() for i in linear],
@@ -88,3 +75,4 @@ def perturb_(
     _tables.launch(
         _perturb_kernel, lists, linear, scales, ADAPTIVE=adaptive, enable_fp_fusion=False
     )
+    return declined

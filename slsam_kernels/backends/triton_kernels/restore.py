@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from . import _tables
-from ._tables import tensor_ptr, work_item
+from ._tables import split_contiguous, tensor_ptr, work_item
 
 
 @triton.jit
@@ -36,14 +36,11 @@ def _copy_kernel(
 
 
 @torch.no_grad()
-def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> None:
+def restore_(params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]) -> list[int]:
     """Copy each backup back into its parameter, bit for bit (same dtype: a plain copy).
-    Non-contiguous pairs are copied by torch (the kernel addresses memory linearly)."""
-    linear = []
-    for i, (w, b) in enumerate(zip(params, backups, strict=True)):
-        if w.is_contiguous() and b.is_contiguous():
-            linear.append(i)
-        else:
-            w.copy_(b)
+    Declines (leaves alone, and returns the positions of) the pairs that are not contiguous:
+    the kernel addresses memory linearly."""
+    linear, declined = split_contiguous(params, backups)
     lists = [[params[i] for i in linear], [backups[i] for i in linear]]
     _tables.launch(_copy_kernel, lists, linear)
+    return declined
