@@ -1,8 +1,10 @@
 """One public function per fused operation, the same signature on every backend.
 
 Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.registry`)
-and runs that backend's implementation. Optimizers resolve once with :func:`bind` and call the
-bound functions, which skip the per-call validation.
+and runs that backend's implementation (every backend module implements
+:class:`~slsam_kernels.ops.protocol.Backend`); what the backend declines runs on the reference.
+Optimizers resolve once with :func:`bind` and call the bound functions, which skip the per-call
+validation.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from .bound import BoundOps, bind
 from .validation import (
     bandit_options,
     check_bandit_inputs,
+    check_draw_probabilities,
     check_lists,
-    check_probabilities,
     check_scales,
     common_device,
 )
@@ -95,7 +97,7 @@ def sample_active(
     """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU.
     Each backend has its own random stream; the reference draws ``torch.rand`` from
     ``generator``."""
-    check_probabilities(probs)
+    check_draw_probabilities(probs)
     return bind(backend, probs.device).sample_active(probs, generator)
 
 

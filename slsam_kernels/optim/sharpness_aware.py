@@ -19,7 +19,7 @@ NORM_EPS = 1e-12
 
 
 @dataclass
-class _Perturbation:
+class Perturbation:
     """What first_step changed, kept until second_step undoes it."""
 
     params: list[torch.Tensor]
@@ -67,7 +67,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         self.ascent = ascent
         self._group = process_group
         self._backups = BackupArena()
-        self._perturbation: _Perturbation | None = None
+        self._perturbation: Perturbation | None = None
         self._marks = GradMarks()
         self._marks.watch(self._all_params())
 
@@ -146,7 +146,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
                     scales[idx],
                     flag,
                 )
-        self._perturbation = _Perturbation(params, shards, backups, grad_sq, ascent_norm, scaler)
+        self._perturbation = Perturbation(params, shards, backups, grad_sq, ascent_norm, scaler)
         if zero_grad:
             self.zero_grad()
 
@@ -200,7 +200,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
             self._ops.restore_(self._perturbation.shards, self._perturbation.backups)
             self._perturbation = None
 
-    def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
+    def _after_descent(self, perturbation: Perturbation, took_step: bool) -> None:
         """Hook for subclasses, run after every second_step."""
 
     def _prepare_descent(
