@@ -127,7 +127,9 @@ def perturb_case(w: Workload, device: torch.device) -> Case:
             b.zero_()
 
     def outputs(result: Any) -> list[torch.Tensor]:
-        return [*data, *(backups if result is None else result)]
+        # the per-tensor loop returns its clones; the others fill ``backups`` (the reference
+        # returns the positions it declined: none)
+        return [*data, *(result or backups)]
 
     def foreach() -> None:
         for idx in groups.values():

@@ -8,11 +8,20 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 
 import slsam_kernels
+from slsam_kernels import ops
+from slsam_kernels.backends import reference
 from slsam_kernels.ops import registry
 from slsam_kernels.ops.protocol import Backend
 
+# the markers that let `-m "not triton"` / `-m "not cuda"` leave those backends' kernels out
+LAUNCHING = [
+    pytest.param(name, marks=[getattr(pytest.mark, name)] if name in ("triton", "cuda") else [])
+    for name in registry.backend_names()
+]
+POSITIONAL = inspect.Parameter.POSITIONAL_OR_KEYWORD
 OPERATIONS = [
     name
     for name, member in vars(Backend).items()
@@ -36,12 +45,45 @@ def test_each_available_backend_conforms_to_the_protocol(name: str) -> None:
         assert _params(getattr(module, operation), False) == _params(
             getattr(Backend, operation), True
         ), f"{name}.{operation} has another signature than the protocol's"
+    if module.launch_fused is not None:
+        assert _params(module.launch_fused, False) == [("plan", POSITIONAL)]
+
+
+@pytest.mark.parametrize("name", LAUNCHING)
+def test_each_backend_takes_contiguous_tensors_and_declines_none(name: str) -> None:
+    status = registry.status(name)
+    if not status.available:
+        pytest.skip(f"backend {name!r} is unavailable here: {status.reason}")
+    module = registry.module(name)
+    device = "cpu" if "cpu" in status.device_types else status.device_types[0]
+    gen = torch.Generator().manual_seed(0)
+    originals = [torch.randn(n, generator=gen).to(device) for n in (5, 3)]
+    grads = [torch.randn(n, generator=gen).to(device) for n in (5, 3)]
+    scales = torch.tensor([0.5, 0.25], device=device)
+    want = [w.clone() for w in originals]
+    reference.perturb_(want, grads, [torch.empty_like(w) for w in want], scales)
+    params = [w.clone() for w in originals]
+    backups = [torch.full_like(w, float("nan")) for w in originals]
+    assert list(module.perturb_(params, grads, backups, scales, False)) == []
+    assert all(map(torch.equal, params, want)) and all(map(torch.equal, backups, originals))
+    params = [torch.full_like(w, float("nan")) for w in originals]
+    assert list(module.restore_(params, backups)) == []
+    assert all(map(torch.equal, params, originals))
 
 
 def test_the_protocol_states_every_operation_once() -> None:
-    assert sorted(OPERATIONS) == sorted(
-        ["bandit_update", "grad_sqnorms", "launch_fused", "perturb_", "restore_", "sample_active"]
-    )
+    methods = ["bandit_update", "grad_sqnorms", "perturb_", "restore_", "sample_active"]
+    assert sorted(OPERATIONS) == methods
+    assert "launch_fused" in Backend.__annotations__  # a member that may be None
+
+
+def test_a_backend_without_fused_steps_plans_nothing() -> None:
+    param = torch.nn.Parameter(torch.ones(3))
+    param.grad = torch.ones(3)
+    optimizer = torch.optim.AdamW([param], lr=0.1)
+    bound = ops.bind("reference", torch.device("cpu"))
+    assert not bound.fused_restore_step(optimizer, [param], [torch.zeros(3)])
+    assert not optimizer.state and torch.equal(param, torch.ones(3))
 
 
 def _imported_modules(path: Path, package: str) -> set[str]:

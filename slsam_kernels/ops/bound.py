@@ -105,7 +105,10 @@ def fused_restore_step(
 ) -> bool:
     """Restore ``params`` from ``backups`` (each stepped one first scaled by its ``prescales``
     entry) and take ``optimizer``'s step in one pass on backend ``impl``: True when done,
-    False (with nothing changed) when the planner or the backend declines."""
+    False (with nothing changed) when the backend has no fused steps (nothing is planned), or
+    when the planner or the backend declines."""
+    if impl.launch_fused is None:
+        return False
     fused = plan(optimizer, params, backups, prescales)
     if fused is None or not impl.launch_fused(fused):
         return False

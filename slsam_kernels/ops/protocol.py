@@ -7,7 +7,7 @@ many arms for one program) it declines, writing nothing, and says so in its retu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -25,6 +25,12 @@ class Backend(Protocol):
     #: Whether the SL-SAM probabilities live on the tensors' device for :meth:`bandit_update`
     #: and :meth:`sample_active` (False: on the CPU).
     PROBS_ON_DEVICE: bool
+    #: ``launch_fused(plan) -> bool``: launch the fused restore + step of ``plan``'s stepped
+    #: tensors, if any (the caller commits the plan and restores the rest); False when it
+    #: declines, before writing anything. None for a backend without fused steps (the
+    #: reference: the optimizer restores, then takes its own step, the ground truth the fused
+    #: steps are held to), for which nothing is planned.
+    launch_fused: Callable[[FusedPlan], bool] | None
 
     def grad_sqnorms(
         self, grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor] | None = None
@@ -50,12 +56,6 @@ class Backend(Protocol):
     ) -> Sequence[int]:
         """Copy each backup back into its parameter, bit for bit. Returns the positions it
         declined (left alone)."""
-        ...
-
-    def launch_fused(self, plan: FusedPlan) -> bool:
-        """Launch the fused restore + step of ``plan``'s stepped tensors, if any (the caller
-        commits the plan and restores the rest); False when declined, before writing anything
-        (the reference declines every plan)."""
         ...
 
     def bandit_update(
