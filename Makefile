@@ -47,7 +47,7 @@ gpu-check:
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Mutation testing of slsam_kernels/optim/ and reference/ against the fast tests ([tool.mutmut]
+# Mutation testing of slsam_kernels/optim/ and backends/reference/ against the fast tests ([tool.mutmut]
 # in pyproject.toml; about 40 min on 2 idle cores, resumable: a rerun tests only what is left).
 # MUTATION_JOBS: parallel workers. Prints the survivors; `$(VENV)/bin/mutmut show NAME` shows
 # one. OMP_NUM_THREADS=1: mutmut forks its workers from a process that already ran torch, and

@@ -19,7 +19,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = "csrc"
-# Why the extension is missing, for `python -m slsam_kernels info` (read by extension/loader.py).
+# Why the extension is missing, for `python -m slsam_kernels info` (read by backends/cpp/loader.py).
 BUILD_STATUS = os.path.join("slsam_kernels", "_C_build_error.txt")
 # -ffp-contract=off / --fmad=false: no fused multiply-add, so the kernels round like torch's
 # reference ops (the SAM ascent matches it bit for bit). -fno-math-errno lets sqrt vectorise

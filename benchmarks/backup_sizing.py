@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 
 from slsam_kernels import SLSAM
+from slsam_kernels.apps.measure.tensor_memory import TensorMemoryMeter
 from slsam_kernels.optim.backup import BackupArena
-from slsam_kernels.utils.tensor_memory import TensorMemoryMeter
 
 from . import memory_breakdown
 from .run import machine

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from slsam_kernels import RST, SAM, SLSAM
-from slsam_kernels.demo.memory import PeakMemory
+from slsam_kernels.apps.demo.memory import PeakMemory
 
 from .measure import synchronize
 from .peers import AuthorsSLSAM, pytorch_optimizer_sam

@@ -60,7 +60,7 @@ TINY_BENCH = [
 # Fails the build step when the extension or Triton cannot run on the GPU (a failed build
 # still installs the package, without the extension).
 REQUIRE_GPU_BACKENDS = (
-    "from slsam_kernels.ops import backends as b; "
+    "from slsam_kernels.ops import registry as b; "
     'bad = [s.name + ": " + s.reason for s in b.all_status() '
     'if s.name in ("cuda", "triton") and not s.available]; '
     'raise SystemExit("; ".join(bad) or 0)'

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from slsam_kernels import ops, reference
-from slsam_kernels.ops import backends
+from slsam_kernels import ops
+from slsam_kernels.backends import reference
+from slsam_kernels.ops import registry
 
 from .cases import Case, Method, tolerance_for
 from .peers import numpy_bandit_update, numpy_sample
@@ -24,7 +25,7 @@ def our_backends(device: torch.device) -> list[str]:
     """The fast backends that run on ``device`` here (the reference excluded)."""
     names = []
     for name in ("cpp", "triton", "cuda"):
-        status = backends.status(name)
+        status = registry.status(name)
         if status.available and device.type in status.device_types:
             names.append(name)
     return names
@@ -126,7 +127,9 @@ def perturb_case(w: Workload, device: torch.device) -> Case:
             b.zero_()
 
     def outputs(result: Any) -> list[torch.Tensor]:
-        return [*data, *(backups if result is None else result)]
+        # the per-tensor loop returns its clones; the others fill ``backups`` (the reference
+        # returns the positions it declined: none)
+        return [*data, *(result or backups)]
 
     def foreach() -> None:
         for idx in groups.values():

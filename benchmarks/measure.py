@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slsam_kernels.demo.memory import PeakMemory
+from slsam_kernels.apps.demo.memory import PeakMemory
 
 
 @dataclass
@@ -106,18 +106,18 @@ class _CountingProxy:
 @contextlib.contextmanager
 def _count_extension_calls() -> Iterator[_CountingProxy | None]:
     """Counts calls into ``slsam_kernels._C`` (pybind functions, unseen by the profiler)."""
-    from slsam_kernels.extension import fused_step, loader, ops
+    from slsam_kernels.backends.cpp import kernels, loader
 
     if loader.C is None:
         yield None
         return
     proxy = _CountingProxy(loader.C)
-    saved = ops.C, fused_step.C
-    ops.C = fused_step.C = proxy
+    saved = kernels.C
+    kernels.C = proxy
     try:
         yield proxy
     finally:
-        ops.C, fused_step.C = saved
+        kernels.C = saved
 
 
 @contextlib.contextmanager

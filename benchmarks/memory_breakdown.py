@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from slsam_kernels import BAR, RST, SAM, SLSAM, lora_pairs
-from slsam_kernels.utils.memory_breakdown import PARTS, MemoryBreakdown
+from slsam_kernels.apps.measure.memory_breakdown import PARTS, MemoryBreakdown
 
 from . import e2e
 from .peers import LoopSAM
@@ -42,7 +42,7 @@ def workload(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable
         config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True)
         return peft.get_peft_model(model, config), loss_backward
     if name == "efficientnet-lite0":
-        from slsam_kernels.demo.models import efficientnet_lite0
+        from slsam_kernels.apps.demo.models import efficientnet_lite0
 
         torch.manual_seed(0)
         model = efficientnet_lite0(IMAGE_CLASSES, IMAGE_SIZE).to(device).train()

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from slsam_kernels.extension.ops import grad_sqnorms
+from slsam_kernels.backends.cpp.kernels import grad_sqnorms
 
 from . import e2e
 from .run import machine

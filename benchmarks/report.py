@@ -13,7 +13,7 @@ from . import memory_breakdown
 MEMORY_HEAD = (
     "### Peak tensor memory of one warm step, MiB (CPU)\n\n"
     "Live tensor bytes after every aten op (forward, backward, optimizer), "
-    "`slsam_kernels.utils.memory_breakdown.MemoryBreakdown`; AdamW base, lr 1e-4, wd 0.01; "
+    "`slsam_kernels.apps.measure.memory_breakdown.MemoryBreakdown`; AdamW base, lr 1e-4, wd 0.01; "
     "3 unmeasured steps, then 5 measured: the row is the step with the highest peak above "
     "its start, split into what each storage served as (weights, backups, state, gradients, "
     "saved for the backward, the rest), plus the mean over the 5 steps. The start holds the "

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from slsam_kernels.demo.cli import DefaultsHelpFormatter
-from slsam_kernels.utils.outputs import refuse_to_overwrite, run_folder
-from slsam_kernels.utils.provenance import git_revision
+from slsam_kernels.apps.demo.cli import DefaultsHelpFormatter
+from slsam_kernels.apps.measure.outputs import refuse_to_overwrite, run_folder
+from slsam_kernels.apps.measure.provenance import git_revision
 
 from . import e2e, memory_breakdown, report
 from .cases import run_case

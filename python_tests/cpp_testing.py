@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from slsam_kernels.extension import cpu as cpp_backend
-from slsam_kernels.extension.loader import C
+from slsam_kernels.backends import cpp as cpp_backend
+from slsam_kernels.backends.cpp.loader import C
 
 requires_extension = pytest.mark.skipif(
     bool(cpp_backend.UNAVAILABLE_REASON),

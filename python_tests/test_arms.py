@@ -6,7 +6,7 @@ import torch
 from builders import loss_of, make_batches, make_model, train
 
 from slsam_kernels import SLSAM, arms_by_module
-from slsam_kernels.reference import bandit_update
+from slsam_kernels.backends.reference import bandit_update
 
 
 def make_slsam(model, **kwargs):

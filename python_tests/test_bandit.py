@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slsam_kernels import ops
-from slsam_kernels.reference.bandit import capped_projection
+from slsam_kernels.backends.reference.bandit import capped_projection
 
 
 def test_update_without_capping_hand_worked():

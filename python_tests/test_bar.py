@@ -21,7 +21,7 @@ from builders import snapshot
 from oracle_testing import assert_error_bounded_by_torchs
 
 from slsam_kernels import BAR, schedules
-from slsam_kernels.ops import backends
+from slsam_kernels.ops import registry
 
 STEPS = 6
 BASES = [
@@ -30,10 +30,10 @@ BASES = [
 ]
 FUSED_BACKENDS = [
     name
-    for name in backends.backend_names()
+    for name in registry.backend_names()
     if name != "reference"
-    and backends.status(name).available
-    and "cpu" in backends.status(name).device_types
+    and registry.status(name).available
+    and "cpu" in registry.status(name).device_types
 ]
 
 

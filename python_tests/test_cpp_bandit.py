@@ -6,8 +6,9 @@ import pytest
 import torch
 from cpp_testing import bits, fresh_generator, requires_extension
 
-from slsam_kernels import SLSAM, reference
-from slsam_kernels.extension import cpu as cpp_backend
+from slsam_kernels import SLSAM
+from slsam_kernels.backends import cpp as cpp_backend
+from slsam_kernels.backends import reference
 
 pytestmark = requires_extension
 

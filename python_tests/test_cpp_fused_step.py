@@ -24,11 +24,17 @@ from oracle_testing import (
     float64_oracle,
 )
 
-from slsam_kernels.extension.fused_step import fused_restore_step
-from slsam_kernels.extension.loader import C
-from slsam_kernels.ops.fused_plan import ADAM_COLUMNS, SGD_COLUMNS
+from slsam_kernels.backends.cpp.loader import C
+from slsam_kernels.backends.plan import ADAM_COLUMNS, SGD_COLUMNS
+from slsam_kernels.ops import bind
 
 pytestmark = requires_extension
+
+
+def fused_restore_step(*args: Any) -> bool:
+    """The fused step on the ``"cpp"`` backend."""
+    return bind("cpp", torch.device("cpu")).fused_restore_step(*args)
+
 
 STEPS = 4
 SIZES = [s for s in ODD_SIZES if s < 200_000]

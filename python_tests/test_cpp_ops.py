@@ -19,9 +19,9 @@ from cpp_testing import (
     vec8_kernels,
 )
 
-from slsam_kernels import ops, reference
-from slsam_kernels.extension import cpu as cpp
-from slsam_kernels.extension.loader import C
+from slsam_kernels import ops
+from slsam_kernels.backends import cpp, reference
+from slsam_kernels.backends.cpp.loader import C
 
 pytestmark = requires_extension
 
@@ -135,19 +135,23 @@ def test_restore_is_bit_exact(dtype):
     assert_bitwise_equal(params, backups, f"seed {seed}")
 
 
-def test_layouts_the_loops_do_not_take_fall_back_to_the_reference():
+def test_layouts_the_loops_do_not_take_are_declined_and_run_on_the_reference():
     gen, _ = fresh_generator()
     param = torch.randn(4, 6, 5, 5, generator=gen).to(memory_format=torch.channels_last)
     grad = torch.randn(4, 6, 5, 5, generator=gen)
-    backup = torch.empty(4, 6, 5, 5)  # contiguous: laid out unlike the param
+    backup = torch.full((4, 6, 5, 5), float("nan"))  # contiguous: laid out unlike the param
     scales = torch.tensor([0.5])
-    assert not C.perturb_([param], [grad], [backup], scales, False)
     expected, original = param.clone(), param.clone()
+    assert list(cpp.perturb_([param], [grad], [backup], scales)) == [0]
+    assert torch.equal(param, original) and backup.isnan().all(), "a declined call wrote"
     reference.perturb_([expected], [grad], [torch.empty_like(param)], scales)
-    cpp.perturb_([param], [grad], [backup], scales)
+    bound = ops.bind("cpp", torch.device("cpu"))
+    bound.perturb_([param], [grad], [backup], scales)
     assert torch.equal(param, expected) and torch.equal(backup, original)
-    param.zero_()
-    cpp.restore_([param], [backup])
+    param.fill_(float("nan"))
+    assert list(cpp.restore_([param], [backup])) == [0]
+    assert param.isnan().all(), "a declined restore wrote"
+    bound.restore_([param], [backup])
     assert torch.equal(param, original)
 
 

@@ -13,10 +13,10 @@ from oracle_testing import (
     float64_oracle,
 )
 
-from slsam_kernels import reference
-from slsam_kernels.ops import backends, bind
+from slsam_kernels.backends import reference
+from slsam_kernels.ops import bind, registry
 
-CUDA = backends.status("cuda")
+CUDA = registry.status("cuda")
 BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp", marks=requires_extension),
     pytest.param(

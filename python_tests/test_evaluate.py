@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from slsam_kernels import SLSAM
-from slsam_kernels.demo import data as demo_data
-from slsam_kernels.demo import models, tasks
-from slsam_kernels.demo import train as demo_train
-from slsam_kernels.evaluate import cli, protocol, report
-from slsam_kernels.evaluate.arms import ArmRecorder
-from slsam_kernels.evaluate.budget import equal_time_steps
-from slsam_kernels.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
-from slsam_kernels.evaluate.estimate import estimate_seconds
+from slsam_kernels.apps.demo import data as demo_data
+from slsam_kernels.apps.demo import models, tasks
+from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.evaluate import cli, protocol, report
+from slsam_kernels.apps.evaluate.arms import ArmRecorder
+from slsam_kernels.apps.evaluate.budget import equal_time_steps
+from slsam_kernels.apps.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
+from slsam_kernels.apps.evaluate.estimate import estimate_seconds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -25,9 +25,9 @@ from oracle_testing import (
 )
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels.ops import backends, bind
+from slsam_kernels.ops import bind, registry
 
-CUDA = backends.status("cuda")
+CUDA = registry.status("cuda")
 BACKENDS = [
     pytest.param("reference", "cpu", id="reference"),
     pytest.param("cpp", "cpu", id="cpp", marks=requires_extension),

@@ -29,7 +29,7 @@ from lightning_testing import (
 
 from slsam_kernels import RST, SAM, SLSAM
 from slsam_kernels.integrations.lightning import SharpnessAwareMixin
-from slsam_kernels.optim.base import SharpnessAwareOptimizer
+from slsam_kernels.optim.sharpness_aware import SharpnessAwareOptimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 

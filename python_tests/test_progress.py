@@ -2,7 +2,7 @@
 
 import io
 
-from slsam_kernels.demo.progress import StepProgress
+from slsam_kernels.apps.demo.progress import StepProgress
 
 
 def run_steps(progress: StepProgress, total: int) -> None:

@@ -12,7 +12,8 @@ from builders import loss_of, make_batches, make_model
 from cpp_testing import requires_extension
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import SLSAM, ops, reference
+from slsam_kernels import SLSAM, ops
+from slsam_kernels.backends import reference
 
 SCALES = [10.0**k for k in range(-4, 5)]
 SEEDS = [0, 1]

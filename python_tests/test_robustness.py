@@ -11,13 +11,13 @@ import torch
 from builders import loss_of, make_batches, make_model, snapshot, train
 
 from slsam_kernels import RST, SAM, SLSAM, ops
-from slsam_kernels.ops import backends
+from slsam_kernels.ops import registry
 
 OPTIMIZERS = [pytest.param(c, id=c.__name__) for c in (SAM, SLSAM, RST)]
 CPU_BACKENDS = [
     pytest.param(name, id=name)
-    for name in backends.backend_names()
-    if "cpu" in backends.status(name).device_types and backends.status(name).available
+    for name in registry.backend_names()
+    if "cpu" in registry.status(name).device_types and registry.status(name).available
 ]
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from slsam_kernels import SAM, SLSAM
-from slsam_kernels.utils.memory_breakdown import MemoryBreakdown
-from slsam_kernels.utils.tensor_memory import TensorMemoryMeter
+from slsam_kernels.apps.measure.memory_breakdown import MemoryBreakdown
+from slsam_kernels.apps.measure.tensor_memory import TensorMemoryMeter
 
 
 @pytest.mark.parametrize("nbytes", [1, 4096, 3 * 2**20 + 7])

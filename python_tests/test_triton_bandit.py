@@ -6,8 +6,9 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import ops, reference
-from slsam_kernels import triton as triton_backend
+from slsam_kernels import ops
+from slsam_kernels.backends import reference
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 pytestmark = TRITON_MARKS
 
@@ -94,3 +95,14 @@ def test_ops_route_the_bandit_through_the_backend() -> None:
     bound = ops.bind("triton", torch.device(DEVICE))
     assert bound.bandit_device == torch.device(DEVICE)
     assert ops.bind("reference", torch.device(DEVICE)).bandit_device == torch.device("cpu")
+
+
+def test_more_arms_than_one_program_holds_are_declined_and_run_on_the_reference() -> None:
+    from slsam_kernels.backends.triton_kernels.bandit import MAX_ARMS
+
+    probs, norms, idx = _inputs(MAX_ARMS + 1, 40, seed=10)
+    probs = probs.to(DEVICE)
+    assert triton_backend.bandit_update(probs, norms, idx, 100.0, 0.5, 1e-3) is None
+    got = ops.bind("triton", torch.device(DEVICE)).bandit_update(probs, norms, idx, 100.0, 0.5)
+    want = reference.bandit_update(probs, norms, idx, 100.0, 0.5)
+    assert torch.equal(got, want)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slsam_kernels import triton as triton_backend
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 pytestmark = [
     pytest.mark.triton,
@@ -17,7 +17,7 @@ pytestmark = [
 
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
-round_to = pytest.importorskip("slsam_kernels.triton._cast").round_to
+round_to = pytest.importorskip("slsam_kernels.backends.triton_kernels._cast").round_to
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

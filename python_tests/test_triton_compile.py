@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from slsam_kernels import triton as triton_backend
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 pytestmark = [
     pytest.mark.triton,
@@ -24,7 +24,7 @@ _VECTOR_LOAD = re.compile(r"ld\.global(?:\.\w+)*\.v[248]")
 
 
 def _cases() -> list[tuple[object, dict[str, str], dict[str, object]]]:
-    from slsam_kernels.triton import adamw, bandit, norms, perturb, restore, sgd
+    from slsam_kernels.backends.triton_kernels import adamw, bandit, norms, perturb, restore, sgd
 
     table = {"table": "*i64", "stride": "i32", "items": "*i64", "item_stride": "i32"}
     geometry = {"CHUNK": 16384, "BLOCK": 1024}

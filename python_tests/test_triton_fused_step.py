@@ -15,7 +15,7 @@ from oracle_testing import (
 )
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import triton as triton_backend
+from slsam_kernels.ops import bind
 
 pytestmark = TRITON_MARKS
 
@@ -100,7 +100,7 @@ def _run(
         for w, v, g in zip(fused_w, plain_w, grads, strict=True):
             w.grad, v.grad = g.clone(), g.clone()
             w.fill_(float("nan"))  # the fused step must read the backup, never w
-        assert triton_backend.fused_restore_step(fused_opt, fused_w, backups)
+        assert bind("triton", torch.device(DEVICE)).fused_restore_step(fused_opt, fused_w, backups)
         plain_opt.step()
         grads_per_step.append(grads)
     return _Runs(

@@ -17,9 +17,9 @@ def test_backend_without_triton_is_unavailable_with_a_reason() -> None:
     out = _run(
         "import sys; sys.modules['triton'] = None\n"
         "import torch, slsam_kernels\n"
-        "from slsam_kernels.ops import backends\n"
-        "s = backends.status('triton')\n"
-        "print(s.available, '|', s.reason, '|', backends.resolve('auto', torch.device('cuda')))"
+        "from slsam_kernels.ops import registry\n"
+        "s = registry.status('triton')\n"
+        "print(s.available, '|', s.reason, '|', registry.resolve('auto', torch.device('cuda')))"
     )
     available, reason, picked = (part.strip() for part in out.split("|"))
     assert available == "False"
@@ -31,10 +31,10 @@ def test_cpu_without_interpreter_is_not_picked() -> None:
     out = _run(
         "import os; os.environ.pop('TRITON_INTERPRET', None)\n"
         "import torch\n"
-        "from slsam_kernels.ops import backends\n"
-        "s = backends.status('triton')\n"
+        "from slsam_kernels.ops import registry\n"
+        "s = registry.status('triton')\n"
         "print(torch.cuda.is_available(), s.available,"
-        " backends.resolve('auto', torch.device('cpu')))"
+        " registry.resolve('auto', torch.device('cpu')))"
     )
     cuda, available, picked = out.split()
     assert picked in ("cpp", "reference")

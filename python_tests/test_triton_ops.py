@@ -8,9 +8,10 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels import reference
-from slsam_kernels import triton as triton_backend
-from slsam_kernels.ops import backends
+from slsam_kernels import ops
+from slsam_kernels.backends import reference
+from slsam_kernels.backends import triton_kernels as triton_backend
+from slsam_kernels.ops import registry
 
 pytestmark = TRITON_MARKS
 
@@ -88,21 +89,32 @@ def test_perturb_and_restore_many_small_tensors() -> None:
     assert all(torch.equal(w, o) for w, o in zip(got_w, params, strict=True))
 
 
-def test_perturb_non_contiguous_params() -> None:
+def test_non_contiguous_pairs_are_declined_and_run_on_the_reference() -> None:
     params = [torch.randn(9, 5, device=DEVICE).t(), torch.randn(300, device=DEVICE)]
     grads = [torch.randn_like(w) for w in params]
     scales = torch.rand(2, device=DEVICE)
-    got_w, want_w = [w.clone() for w in params], [w.clone() for w in params]
-    got_b, want_b = _nan_like(params), _nan_like(params)
-    triton_backend.perturb_(got_w, grads, got_b, scales, False)
+    want_w, want_b = [w.clone() for w in params], _nan_like(params)
     reference.perturb_(want_w, grads, want_b, scales, False)
+    got_w, got_b = [w.clone() for w in params], _nan_like(params)
+    assert triton_backend.perturb_(got_w, grads, got_b, scales, False) == [0]
+    assert torch.equal(got_w[0], params[0]) and got_b[0].isnan().all(), "a declined pair changed"
+    torch.testing.assert_close(got_w[1:] + got_b[1:], want_w[1:] + want_b[1:], rtol=0, atol=0)
+    got_w[0].fill_(float("nan"))
+    assert triton_backend.restore_(got_w, got_b) == [0]
+    assert got_w[0].isnan().all(), "a declined restore wrote"
+    bound = ops.bind("triton", torch.device(DEVICE))
+    got_w, got_b = [w.clone() for w in params], _nan_like(params)
+    bound.perturb_(got_w, grads, got_b, scales, False)
     torch.testing.assert_close(got_w + got_b, want_w + want_b, rtol=0, atol=0)
+    got_w = _nan_like(params)
+    bound.restore_(got_w, got_b)
+    torch.testing.assert_close(got_w, params, rtol=0, atol=0)
 
 
 def test_unaligned_views_take_the_unhinted_path() -> None:
     """Views at odd offsets of one buffer cannot promise 16-element alignment; the table says
     so, and the results stay exact."""
-    from slsam_kernels.triton import _tables
+    from slsam_kernels.backends.triton_kernels import _tables
 
     separate = [torch.randn(10, device=DEVICE) for _ in range(3)]
     assert _tables.build([separate], [0, 1, 2], 16384).aligned
@@ -135,7 +147,7 @@ def test_restore_is_bit_exact(dtype: torch.dtype) -> None:
 
 
 def test_table_offsets_are_64_bit() -> None:
-    from slsam_kernels.triton import _tables
+    from slsam_kernels.backends.triton_kernels import _tables
 
     numel = 2**33 + 5
     huge = torch.empty(1).expand(numel)
@@ -149,7 +161,7 @@ def test_table_offsets_are_64_bit() -> None:
 def test_offsets_beyond_int32_reach_their_tensors() -> None:
     """A launch addresses tensor i at ``base + offset[i]``; with offsets above 2^31 elements
     any 32-bit truncation in the offset arithmetic would write the wrong memory."""
-    from slsam_kernels.triton import _tables, restore
+    from slsam_kernels.backends.triton_kernels import _tables, restore
 
     # One buffer of over 2^31 fp32 elements puts both tensors past 2^31 elements from their
     # bases wherever the allocator puts it; torch.empty writes no page, so on the CPU only
@@ -196,7 +208,7 @@ def _kernels() -> list[object]:
 
     found = []
     for info in pkgutil.iter_modules(triton_backend.__path__):
-        module = importlib.import_module(f"slsam_kernels.triton.{info.name}")
+        module = importlib.import_module(f"slsam_kernels.backends.triton_kernels.{info.name}")
         found += [v for k, v in vars(module).items() if k.endswith("_kernel")]
     return found
 
@@ -215,7 +227,7 @@ def test_sizes_are_runtime_arguments() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compile counting needs a CUDA device")
 def test_shapes_do_not_recompile() -> None:
-    from slsam_kernels.triton import norms
+    from slsam_kernels.backends.triton_kernels import norms
 
     device = torch.cuda.current_device()
     for n in range(1, 200, 7):
@@ -225,8 +237,8 @@ def test_shapes_do_not_recompile() -> None:
 
 
 def test_backend_is_registered_and_picked_by_auto_on_cuda_only() -> None:
-    status = backends.status("triton")
+    status = registry.status("triton")
     assert status.available
-    assert backends.resolve("triton", torch.device(DEVICE)) == "triton"
-    assert backends.resolve("auto", torch.device("cpu")) != "triton"
-    assert backends.AUTO_ORDER["cuda"][0] == "triton"
+    assert registry.resolve("triton", torch.device(DEVICE)) == "triton"
+    assert registry.resolve("auto", torch.device("cpu")) != "triton"
+    assert registry.AUTO_ORDER["cuda"][0] == "triton"

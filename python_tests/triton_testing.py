@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slsam_kernels import triton as triton_backend
+from slsam_kernels.backends import triton_kernels as triton_backend
 
 TRITON_MARKS = [
     pytest.mark.triton,

@@ -12,10 +12,10 @@ import sys
 
 #: name -> (module with ``main(argv) -> int``, one-line help)
 COMMANDS = {
-    "info": ("slsam_kernels.info", "versions and available backends"),
-    "demo": ("slsam_kernels.demo.cli", "fine-tune a pretrained model with SAM/SL-SAM"),
+    "info": ("slsam_kernels.apps.info", "versions and available backends"),
+    "demo": ("slsam_kernels.apps.demo.cli", "fine-tune a pretrained model with SAM/SL-SAM"),
     "evaluate": (
-        "slsam_kernels.evaluate.cli",
+        "slsam_kernels.apps.evaluate.cli",
         "tuned, multi-seed accuracy evaluation of every method",
     ),
 }

@@ -1,6 +1,6 @@
 // The SL-SAM bandit update on the host, in double: the reference's operations
-// (slsam_kernels/reference/bandit.py) in the reference's order, one loop each instead of one
-// torch op each (about 35 ops of ~7 us apiece at 1,000 arms). Only exp may differ from
+// (slsam_kernels/backends/reference/bandit.py) in the reference's order, one loop each instead
+// of one torch op each (about 35 ops of ~7 us apiece at 1,000 arms). Only exp may differ from
 // torch's, by an ulp of a double, which the fp32 result almost never shows.
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>

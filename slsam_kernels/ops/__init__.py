@@ -1,8 +1,10 @@
 """One public function per fused operation, the same signature on every backend.
 
-Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.backends`)
-and runs that backend's implementation. Optimizers resolve once with :func:`bind` and call the
-bound functions, which skip the per-call validation.
+Each function validates its inputs, resolves ``backend`` (see :mod:`slsam_kernels.ops.registry`)
+and runs that backend's implementation (every backend module implements
+:class:`~slsam_kernels.ops.protocol.Backend`); what the backend declines runs on the reference.
+Optimizers resolve once with :func:`bind` and call the bound functions, which skip the per-call
+validation.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from collections.abc import Sequence
 
 import torch
 
-from . import backends
+from . import registry
 from .bound import BoundOps, bind
 from .validation import (
     bandit_options,
     check_bandit_inputs,
+    check_draw_probabilities,
     check_lists,
-    check_probabilities,
     check_scales,
     common_device,
 )
@@ -77,7 +79,7 @@ def bandit_update(
     """The SL-SAM bandit update; returns the new probabilities, on ``probs``' device.
 
     ``rule`` is ``"paper"`` (the paper's update) or ``"robust"`` (scale free, with the
-    exploration mixture ``exploration``), as :mod:`slsam_kernels.reference.bandit` states
+    exploration mixture ``exploration``), as :mod:`slsam_kernels.backends.reference.bandit` states
     them; ``lr`` and ``exploration`` left None take the rule's defaults (``lr``: 1e-3 for
     the paper rule, 0.05 for the robust one; ``exploration``: 0.1, robust rule only).
     """
@@ -95,17 +97,17 @@ def sample_active(
     """Draw the active set: arm i is active iff ``u_i <= p_i``; never empty. Bool mask, CPU.
     Each backend has its own random stream; the reference draws ``torch.rand`` from
     ``generator``."""
-    check_probabilities(probs)
+    check_draw_probabilities(probs)
     return bind(backend, probs.device).sample_active(probs, generator)
 
 
 __all__ = [
     "BoundOps",
-    "backends",
     "bandit_update",
     "bind",
     "grad_sqnorms",
     "perturb_",
+    "registry",
     "restore_",
     "sample_active",
 ]

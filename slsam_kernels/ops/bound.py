@@ -1,14 +1,19 @@
-"""A backend's operations, resolved once for a device."""
+"""A backend's operations, resolved once for a device, and the one fallback: whatever the
+backend declines runs on the reference. Also the one fused step: plan, launch, commit, and
+restore what is only restored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from .. import reference
-from . import backends
+from ..backends import reference
+from . import registry
+from .fused_plan import plan
+from .protocol import Backend
 
 
 @dataclass(frozen=True)
@@ -18,15 +23,14 @@ class BoundOps:
     ``fused_restore_step(optimizer, params, backups, prescales=None) -> bool`` restores
     ``params`` from ``backups`` (each then scaled by its ``prescales`` entry: BAR, which passes
     the params as their own backups) and takes ``optimizer``'s step in one pass when the
-    backend supports that optimizer's configuration, returning True; otherwise it changes
-    nothing and returns False.
+    planner and the backend take that optimizer's configuration, returning True; otherwise it
+    changes nothing and returns False.
 
     ``bandit_update`` and ``sample_active`` have the signatures of the reference functions
-    (:mod:`slsam_kernels.reference.bandit`; ``rule=`` and ``exploration=`` come checked and
-    resolved by :func:`slsam_kernels.ops.validation.bandit_options`); a backend may provide
-    them (optional: the reference is the default) to keep the SL-SAM probabilities on the
-    device. ``bandit_device`` is where the probabilities live for them: the tensors' device
-    when the backend provides its own, else the CPU.
+    (:mod:`slsam_kernels.backends.reference.bandit`; ``rule=`` and ``exploration=`` come
+    checked and resolved by :func:`slsam_kernels.ops.validation.bandit_options`).
+    ``bandit_device`` is where the probabilities live for them: the tensors' device, or the
+    CPU for a backend whose bandit runs on the host.
     """
 
     name: str
@@ -41,28 +45,74 @@ class BoundOps:
 
 def bind(backend: str, device: torch.device) -> BoundOps:
     """Resolve ``backend`` for ``device`` and return its operations."""
-    name = backends.resolve(backend, device)
-    impl = backends.module(name)
-    fused = getattr(impl, "fused_restore_step", _no_fused_restore_step)
-    own_bandit = hasattr(impl, "bandit_update") and hasattr(impl, "sample_active")
-    bandit = impl if own_bandit else reference
+    name = registry.resolve(backend, device)
+    impl: Backend = registry.module(name)
     return BoundOps(
         name,
         impl.grad_sqnorms,
-        impl.perturb_,
-        impl.restore_,
-        fused,
-        bandit.bandit_update,
-        bandit.sample_active,
-        device if own_bandit else torch.device("cpu"),
+        partial(_perturb_, impl),
+        partial(_restore_, impl),
+        partial(fused_restore_step, impl),
+        partial(_bandit_update, impl),
+        impl.sample_active,
+        device if impl.PROBS_ON_DEVICE else torch.device("cpu"),
     )
 
 
-def _no_fused_restore_step(
+def _pick(tensors: Sequence[torch.Tensor], positions: Sequence[int]) -> list[torch.Tensor]:
+    return [tensors[i] for i in positions]
+
+
+def _perturb_(
+    impl: Backend,
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    backups: Sequence[torch.Tensor],
+    scales: torch.Tensor,
+    adaptive: bool = False,
+) -> None:
+    declined = impl.perturb_(params, grads, backups, scales, adaptive)
+    if declined:
+        reference.perturb_(
+            _pick(params, declined),
+            _pick(grads, declined),
+            _pick(backups, declined),
+            scales[list(declined)],
+            adaptive,
+        )
+
+
+def _restore_(
+    impl: Backend, params: Sequence[torch.Tensor], backups: Sequence[torch.Tensor]
+) -> None:
+    declined = impl.restore_(params, backups)
+    if declined:
+        reference.restore_(_pick(params, declined), _pick(backups, declined))
+
+
+def _bandit_update(impl: Backend, *args: object, **kwargs: object) -> torch.Tensor:
+    probs = impl.bandit_update(*args, **kwargs)
+    return reference.bandit_update(*args, **kwargs) if probs is None else probs
+
+
+@torch.no_grad()
+def fused_restore_step(
+    impl: Backend,
     optimizer: torch.optim.Optimizer,
-    params: list[torch.Tensor],
-    backups: list[torch.Tensor],
-    prescales: list[float] | None = None,
+    params: Sequence[torch.Tensor],
+    backups: Sequence[torch.Tensor],
+    prescales: Sequence[float] | None = None,
 ) -> bool:
-    """The fallback: the caller restores and lets ``optimizer`` step on its own."""
-    return False
+    """Restore ``params`` from ``backups`` (each stepped one first scaled by its ``prescales``
+    entry) and take ``optimizer``'s step in one pass on backend ``impl``: True when done,
+    False (with nothing changed) when the backend has no fused steps (nothing is planned), or
+    when the planner or the backend declines."""
+    if impl.launch_fused is None:
+        return False
+    fused = plan(optimizer, params, backups, prescales)
+    if fused is None or not impl.launch_fused(fused):
+        return False
+    fused.commit()
+    if fused.restore_params:
+        _restore_(impl, fused.restore_params, fused.restore_backups)
+    return True

@@ -1,15 +1,15 @@
 """The one planner behind every backend's fused restore + step: may it replace
 ``optimizer.step()``, and with which tensors, state and coefficients.
 
-:func:`plan` returns a :class:`FusedPlan`, or None for "decline, change nothing"; a backend
-only launches its kernels from the plan, then calls :meth:`FusedPlan.commit`. The rules, the
-same on every backend:
+:func:`plan` returns a :class:`~slsam_kernels.backends.plan.FusedPlan`, or None for "decline,
+change nothing"; :func:`slsam_kernels.ops.bound.fused_restore_step` hands the plan to the
+backend's ``launch_fused``, then commits it and restores the pairs it only restores. The rules,
+the same on every backend:
 
 - The optimizer is exactly ``torch.optim.AdamW``, ``torch.optim.Adam`` (L2 weight decay,
   ``decoupled_weight_decay=False``, is fused too: one per-tensor ``l2`` coefficient) or
   ``torch.optim.SGD``, and its ``step()`` would do nothing but the update
-  (:func:`~slsam_kernels.ops.fusable.step_is_plain`: no hooks, no patched ``step``, no
-  grad-scaler tensors).
+  (:func:`step_is_plain`: no hooks, no patched ``step``, no grad-scaler tensors).
 - Every param group (stepped or not) has plain-number hyperparameters (no tensor lr or
   betas) and none of amsgrad, maximize, capturable (Adam), differentiable, and for SGD
   fused. ``foreach`` does not matter. Adam's ``fused=True`` is taken for CPU tensors and
@@ -33,43 +33,20 @@ params themselves as their backups, so the fused step runs in place without a re
 
 Missing state is created as torch's first step creates it (``step`` a CPU scalar of torch's
 scalar dtype, zeroed ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer`` on the first
-momentum step), but installed only by :meth:`FusedPlan.commit`. Coefficients are computed per
+momentum step), but installed only by ``FusedPlan.commit``. Coefficients are computed per
 tensor in double on the host, as torch's ``_single_tensor_adam``/``_single_tensor_sgd`` do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim import optimizer as torch_optimizer
 
-from .fusable import plain_numbers, step_is_plain
+from ..backends.plan import FusedPlan
 
-# Column order of the coefficient table (``AdamScalars``/``SgdScalars`` in
-# csrc/common/elementwise.h; the Triton kernels read the same layout).
-ADAM_COLUMNS = (
-    "decay",
-    "l2",
-    "lerp_weight",
-    "beta2",
-    "one_minus_beta2",
-    "bias_correction2_sqrt",
-    "eps",
-    "neg_step_size",
-    "prescale",
-    "round_once",
-)
-SGD_COLUMNS = (
-    "weight_decay",
-    "momentum",
-    "one_minus_dampening",
-    "neg_lr",
-    "nesterov",
-    "first_step",
-    "prescale",
-)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _OFF_FLAGS = {
@@ -81,39 +58,6 @@ _KINDS = {torch.optim.AdamW: "adam", torch.optim.Adam: "adam", torch.optim.SGD: 
 _Rows = Callable[[Any], tuple[float, ...]]
 # A stepped param as the checks leave it: (group, its row maker, param, grad, backup, state).
 _Checked = tuple[dict[str, Any], _Rows, torch.Tensor, torch.Tensor, torch.Tensor, Any]
-
-
-@dataclass
-class FusedPlan:
-    """What a backend launches: the stepped tensors in kernel order, one coefficient row per
-    stepped tensor (columns :data:`ADAM_COLUMNS` or :data:`SGD_COLUMNS`), and the pairs to
-    restore only. Adam plans fill ``exp_avgs``, ``exp_avg_sqs`` and ``steps`` (the backend
-    adds 1 to each step after the update); SGD plans fill ``momentum_buffers`` (None where the
-    group has no momentum)."""
-
-    kind: str
-    state: dict[torch.Tensor, dict[str, Any]]
-    params: list[torch.Tensor] = field(default_factory=list)
-    grads: list[torch.Tensor] = field(default_factory=list)
-    backups: list[torch.Tensor] = field(default_factory=list)
-    coefficients: list[tuple[float, ...]] = field(default_factory=list)
-    exp_avgs: list[torch.Tensor] = field(default_factory=list)
-    exp_avg_sqs: list[torch.Tensor] = field(default_factory=list)
-    steps: list[torch.Tensor] = field(default_factory=list)
-    momentum_buffers: list[torch.Tensor | None] = field(default_factory=list)
-    restore_params: list[torch.Tensor] = field(default_factory=list)
-    restore_backups: list[torch.Tensor] = field(default_factory=list)
-    new_state: dict[torch.Tensor, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-    def table(self) -> torch.Tensor:
-        """The coefficients as a contiguous CPU fp32 ``[len(params), columns]`` tensor."""
-        columns = len(ADAM_COLUMNS if self.kind == "adam" else SGD_COLUMNS)
-        return torch.tensor(self.coefficients, dtype=torch.float32).reshape(-1, columns)
-
-    def commit(self) -> None:
-        """Install the state the plan created; call once the kernels have run."""
-        for p, entries in self.new_state.items():
-            self.state.setdefault(p, {}).update(entries)
 
 
 def plan(
@@ -168,6 +112,30 @@ def plan(
             state = (state or {}) if group["momentum"] != 0 else None
             _add_sgd(result, rows, p, state, prescale)
     return result
+
+
+def step_is_plain(optimizer: torch.optim.Optimizer) -> bool:
+    """True when ``optimizer.step()`` would do nothing but the update: no step hooks (its own or
+    global), no instance-level ``step`` wrapper, no grad-scaler tensors (``grad_scale``,
+    ``found_inf``) that a fused step would ignore."""
+    hooks = (
+        getattr(optimizer, "_optimizer_step_pre_hooks", None),
+        getattr(optimizer, "_optimizer_step_post_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
+    )
+    return (
+        not any(hooks)
+        and "step" not in vars(optimizer)
+        and getattr(optimizer, "grad_scale", None) is None
+        and getattr(optimizer, "found_inf", None) is None
+    )
+
+
+def plain_numbers(*values: Any) -> bool:
+    """True when every value is a Python int or float (not a bool, not a tensor lr or beta)."""
+    # A type test, not isinstance(Real): the ABC check costs ~1 us, per tensor per step.
+    return all(type(v) in (float, int) for v in values)
 
 
 def _group_rows(kind: str, group: dict[str, Any], decoupled_default: bool) -> _Rows | None:

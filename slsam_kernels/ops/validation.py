@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..reference.bandit import DEFAULT_EXPLORATION, DEFAULT_LR, ROBUST, RULES
+from ..backends.reference.bandit import DEFAULT_EXPLORATION, DEFAULT_LR, ROBUST, RULES
 
 
 def common_device(tensors: Sequence[torch.Tensor]) -> torch.device:
@@ -92,9 +92,9 @@ def _nonnegative_float(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_probabilities(probs: Any) -> None:
-    """Keep-probabilities: a non-empty 1-D floating-point tensor, finite, in [0, 1], at least
-    one above 0 (else no draw can ever select an arm)."""
+def check_draw_probabilities(probs: Any) -> None:
+    """Keep-probabilities to draw from or update: a non-empty 1-D floating-point tensor,
+    finite, in [0, 1], at least one above 0 (else no draw can ever select an arm)."""
     if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
         raise TypeError("probs must be a floating-point tensor")
     if probs.dim() != 1 or probs.numel() == 0:
@@ -111,7 +111,7 @@ def check_probabilities(probs: Any) -> None:
 def check_bandit_inputs(probs: Any, active_norms: Any, active_idx: Any, budget: Any) -> None:
     """The bandit update's inputs: valid probabilities, one finite norm >= 0 per active arm,
     active indices in range and distinct, a budget in (0, number of arms]."""
-    check_probabilities(probs)
+    check_draw_probabilities(probs)
     for name, t in (("active_norms", active_norms), ("active_idx", active_idx)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a tensor")

@@ -2,10 +2,10 @@
 
 from .arms import arms_by_module
 from .bar import BAR
-from .base import SharpnessAwareOptimizer
 from .pairs import lora_pairs
 from .rst import RST
 from .sam import SAM
+from .sharpness_aware import SharpnessAwareOptimizer
 from .slsam import SLSAM
 
 __all__ = [

@@ -88,8 +88,9 @@ def check_generator_state(state: Any, owner: str) -> None:
         ) from None
 
 
-def check_probabilities(probs: Any, num_arms: int, budget: float) -> None:
-    """SL-SAM's keep-probabilities: one per arm, finite, in [0, 1], summing to the budget."""
+def check_saved_probabilities(probs: Any, num_arms: int, budget: float) -> None:
+    """The keep-probabilities of a saved SL-SAM state: one per arm, finite, in [0, 1], summing
+    to this SLSAM's budget."""
     if not isinstance(probs, torch.Tensor) or probs.shape != (num_arms,):
         raise ValueError(f"this state dict is not from an SLSAM over the same {num_arms} arms")
     if not probs.is_floating_point():

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from . import distributed
-from .base import SharpnessAwareOptimizer
 from .checkpoint import check_generator_state
 from .checks import check_dense_grads, check_scaler, check_seed, check_unit_interval
 from .rng import make_generator
+from .sharpness_aware import SharpnessAwareOptimizer
 
 
 class RST(SharpnessAwareOptimizer):

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .base import SharpnessAwareOptimizer
+from .sharpness_aware import SharpnessAwareOptimizer
 
 
 class SAM(SharpnessAwareOptimizer):

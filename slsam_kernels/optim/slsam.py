@@ -10,10 +10,10 @@ import torch
 from ..ops.validation import bandit_options
 from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
-from .base import SharpnessAwareOptimizer, _Perturbation
-from .checkpoint import check_generator_state, check_probabilities
+from .checkpoint import check_generator_state, check_saved_probabilities
 from .checks import check_seed, check_unit_interval
 from .rng import make_generator
+from .sharpness_aware import Perturbation, SharpnessAwareOptimizer
 
 
 class SLSAM(SharpnessAwareOptimizer):
@@ -72,6 +72,9 @@ class SLSAM(SharpnessAwareOptimizer):
         exploration: the robust rule's ``gamma`` in ``[0, 1]``: every probability stays at
             least ``gamma * sample_ratio``. None takes 0.1; the paper rule takes none.
     """
+
+    # Set at the end of __init__: torch's Optimizer.__init__ adds the groups it is built with.
+    _arms_fixed = False
 
     def __init__(
         self,
@@ -142,6 +145,7 @@ class SLSAM(SharpnessAwareOptimizer):
         self._generator = make_generator(distributed.agreed_seed(seed, process_group, self._device))
         self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
         self.sample()
+        self._arms_fixed = True
 
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         super()._check_groups(groups)
@@ -153,7 +157,7 @@ class SLSAM(SharpnessAwareOptimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Allowed only while the optimizer is being built: the arms are fixed after that."""
-        if hasattr(self, "arms"):
+        if self._arms_fixed:
             raise ValueError(
                 "SLSAM's arms are fixed when it is built: create a new SLSAM over all the "
                 "parameter groups instead of adding one"
@@ -231,12 +235,12 @@ class SLSAM(SharpnessAwareOptimizer):
             if p.grad is not None and p.requires_grad
         ]
 
-    def _after_descent(self, perturbation: _Perturbation, took_step: bool) -> None:
+    def _after_descent(self, perturbation: Perturbation, took_step: bool) -> None:
         if took_step:
             self._update_bandit(perturbation)
         self.sample()
 
-    def _update_bandit(self, perturbation: _Perturbation) -> None:
+    def _update_bandit(self, perturbation: Perturbation) -> None:
         # An active arm that got no gradient (unused in the forward) counts as norm 0; an arm
         # of several tensors gets the L2 norm over them. Always-active tensors are no arm:
         # their squared norms land in one extra slot, N, dropped.
@@ -274,7 +278,7 @@ class SLSAM(SharpnessAwareOptimizer):
         }
 
     def _check_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
-        check_probabilities(wrapper_state.get("probs"), self.num_arms, self.budget)
+        check_saved_probabilities(wrapper_state.get("probs"), self.num_arms, self.budget)
         # checkpoints from before the rule was recorded were all made with the paper rule
         rule = wrapper_state.get("bandit", "paper")
         if rule != self.bandit:

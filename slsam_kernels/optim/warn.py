@@ -8,10 +8,11 @@ import sys
 
 import torch
 
-import slsam_kernels
-
+# slsam_kernels' folder (this file's parent's parent) and torch's
 _INTERNAL = tuple(
-    os.path.dirname(m.__file__) + os.sep for m in (slsam_kernels, torch) if m.__file__
+    os.path.dirname(path) + os.sep
+    for path in (os.path.dirname(os.path.abspath(__file__)), torch.__file__)
+    if path
 )
 
 
