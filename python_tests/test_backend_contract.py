@@ -98,7 +98,7 @@ def test_grad_sqnorms_of_strided_grads_and_of_none(backend, device):
     grads = [
         torch.randn(300, 70, generator=gen).to(device).t(),
         torch.randn(1000, generator=gen).to(device)[::3],
-        torch.randn(1000, generator=gen).to(device, torch.bfloat16),
+        torch.randn(65537, generator=gen).to(device, torch.bfloat16),
     ]
     weights = [torch.randn(g.shape, generator=gen).to(device) for g in grads]  # fp32 for bf16
     for w in (None, weights):
