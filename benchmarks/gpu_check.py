@@ -26,7 +26,7 @@ CUDA_ARCH = "90a"  # H100/H200
 E2E_METHODS = "AdamW,SAM,SL-SAM s=0.2,SL-SAM s=0.5"
 
 # The files that exercise the GPU come first, so a timeout cuts CPU-only tests instead.
-TESTS_FIRST = ("test_triton_", "test_cuda_", "test_cpp_")
+TESTS_FIRST = ("test_triton_", "test_backend_", "test_cpp_")
 TESTS_LEFT_OUT = {
     "test_cpp_cuda_compile.py": "compile-only nvcc check of csrc/cuda; the build step compiles "
     "the same sources for real (saves about a minute of nvcc)",

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from backend_testing import backend_params
 from bar_testing import (
     balancedness,
     lora_batches,
@@ -21,20 +22,13 @@ from builders import snapshot
 from oracle_testing import assert_error_bounded_by_torchs
 
 from slsam_kernels import BAR, schedules
-from slsam_kernels.ops import registry
 
 STEPS = 6
 BASES = [
     pytest.param(torch.optim.AdamW, {"lr": 0.05, "weight_decay": 0.1}, id="adamw"),
     pytest.param(torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, id="sgd"),
 ]
-FUSED_BACKENDS = [
-    name
-    for name in registry.backend_names()
-    if name != "reference"
-    and registry.status(name).available
-    and "cpu" in registry.status(name).device_types
-]
+FUSED_BACKENDS = backend_params("cpp", "triton", "cuda", device=False, cpu_only=True)
 
 
 def hand_written_run(base, options, variant, schedule, mu, batches, max_grad_norm=None):

@@ -17,28 +17,14 @@ from typing import Any
 
 import pytest
 import torch
-from cpp_testing import requires_extension
+from backend_testing import backend_params
 from oracle_testing import (
     assert_error_bounded_by_torchs,
     assert_states_bounded_by_torchs,
     float64_oracle,
 )
-from triton_testing import DEVICE, TRITON_MARKS
 
-from slsam_kernels.ops import bind, registry
-
-CUDA = registry.status("cuda")
-BACKENDS = [
-    pytest.param("reference", "cpu", id="reference"),
-    pytest.param("cpp", "cpu", id="cpp", marks=requires_extension),
-    pytest.param("triton", DEVICE, id="triton", marks=TRITON_MARKS),
-    pytest.param(
-        "cuda",
-        "cuda",
-        id="cuda",
-        marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA.available, reason=CUDA.reason)],
-    ),
-]
+from slsam_kernels.ops import bind
 
 Make = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -261,7 +247,7 @@ def _assert_identical(after: Any, before: Any, where: str = "") -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize(("backend", "device"), BACKENDS)
+@pytest.mark.parametrize(("backend", "device"), backend_params())
 def test_backends_fuse_and_decline_alike(backend: str, device: str, case: Case) -> None:
     fused_restore_step = bind(backend, torch.device(device)).fused_restore_step
     inputs = _inputs(case, device)

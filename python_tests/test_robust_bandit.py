@@ -8,24 +8,15 @@ import math
 
 import pytest
 import torch
+from backend_testing import backend_params, device_of, skip_unless_available
 from builders import loss_of, make_batches, make_model
-from cpp_testing import requires_extension
-from triton_testing import DEVICE, TRITON_MARKS
 
 from slsam_kernels import SLSAM, ops
 from slsam_kernels.backends import reference
 
 SCALES = [10.0**k for k in range(-4, 5)]
 SEEDS = [0, 1]
-BACKENDS = [
-    pytest.param("reference", id="reference"),
-    pytest.param("cpp", marks=requires_extension, id="cpp"),
-    pytest.param("triton", marks=TRITON_MARKS, id="triton"),
-]
-
-
-def _device(backend: str) -> str:
-    return DEVICE if backend == "triton" else "cpu"
+BACKENDS = backend_params(device=False)
 
 
 def _oracle(
@@ -74,7 +65,7 @@ def _inputs(
 
 
 def _robust(probs, norms, idx, budget, lr, gamma, backend="reference") -> torch.Tensor:
-    device = _device(backend)
+    device = device_of(backend)
     new = ops.bandit_update(
         probs.to(device),
         norms.to(device),
@@ -225,9 +216,17 @@ def _trajectory(
 
 # one seed under triton's interpreter: 200 steps of it take about 100 s
 TRAJECTORY_CASES = [
-    *(pytest.param("reference", seed, id=f"reference-{seed}") for seed in SEEDS),
-    *(pytest.param("cpp", seed, marks=requires_extension, id=f"cpp-{seed}") for seed in SEEDS),
-    pytest.param("triton", SEEDS[0], marks=[*TRITON_MARKS, pytest.mark.slow], id="triton-0"),
+    *(
+        pytest.param(name, seed, marks=skip_unless_available(name), id=f"{name}-{seed}")
+        for name in ("reference", "cpp")
+        for seed in SEEDS
+    ),
+    pytest.param(
+        "triton",
+        SEEDS[0],
+        marks=[*skip_unless_available("triton"), pytest.mark.slow],
+        id="triton-0",
+    ),
 ]
 
 

@@ -8,17 +8,13 @@ import math
 
 import pytest
 import torch
+from backend_testing import backend_params
 from builders import loss_of, make_batches, make_model, snapshot, train
 
 from slsam_kernels import RST, SAM, SLSAM, ops
-from slsam_kernels.ops import registry
 
 OPTIMIZERS = [pytest.param(c, id=c.__name__) for c in (SAM, SLSAM, RST)]
-CPU_BACKENDS = [
-    pytest.param(name, id=name)
-    for name in registry.backend_names()
-    if "cpu" in registry.status(name).device_types and registry.status(name).available
-]
+CPU_BACKENDS = backend_params(device=False, cpu_only=True)
 
 
 def build(optimizer, params, **kwargs):

@@ -19,3 +19,29 @@ def round_to(x, dtype: tl.constexpr):
         half = tl.where(x != x, quiet_nan, rounded).to(tl.uint16)
         return half.to(tl.bfloat16, bitcast=True)
     return x.to(dtype)
+
+
+@triton.jit
+def rounded(x, dtype: tl.constexpr):
+    """``x`` (fp32) rounded to ``dtype`` and widened back: elementwise.h's ``rounded<T>``, a
+    tensor torch's for-loop step stores between two of its ops."""
+    return round_to(x, dtype).to(tl.float32)
+
+
+@triton.jit
+def intermediate(x, dtype: tl.constexpr, ROUND_ONCE: tl.constexpr):
+    """``x`` where torch's for-loop step stores an intermediate tensor: ``rounded``, or kept
+    in fp32 under ``ROUND_ONCE`` (torch's fused=True kernels round only what they store);
+    elementwise.h's ``intermediate<T, kRoundOnce>``."""
+    if not ROUND_ONCE:
+        x = rounded(x, dtype)
+    return x
+
+
+@triton.jit
+def prescaled(w, prescale, dtype: tl.constexpr):
+    """BAR's ``w.mul_(prescale)``, a tensor op of its own and so rounded to ``dtype``; skipped
+    at 1, where it is exact (elementwise.h's ``kPrescale``)."""
+    if prescale != 1.0:
+        w = rounded(w * prescale, dtype)
+    return w

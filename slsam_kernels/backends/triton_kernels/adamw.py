@@ -1,7 +1,8 @@
 """Fused restore (or BAR's rescale) + ``torch.optim.AdamW``/``Adam`` step, mirroring torch's
 single-tensor Adam: L2 (Adam) or decoupled (AdamW) weight decay, ``exp_avg.lerp_``,
 ``exp_avg_sq`` update, with the per-tensor coefficients of :mod:`slsam_kernels.ops.fused_plan`,
-computed in fp32 and rounded once."""
+computed in fp32 and rounded where csrc/common/elementwise.h's ``adam_element`` rounds (torch's
+for-loop step, or ``fused=True``'s stores only), so every fast backend gives the same bits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import triton.language as tl
 
 from ..plan import ADAM_COLUMNS, FusedPlan
 from . import _tables
-from ._cast import round_to
+from ._cast import intermediate, prescaled, round_to
 from ._tables import position, tensor_ptr, work_item
 
 
@@ -32,24 +33,34 @@ def _adamw_block(
     eps,
     neg_step_size,
     prescale,
+    ROUND_ONCE: tl.constexpr,
 ):
-    w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
-    # BAR's factor (1 elsewhere, where this is exact), rounded once as torch's w.mul_(c) is
-    w = round_to(w * prescale, w_ptr.dtype.element_ty).to(tl.float32)
+    # elementwise.h's adam_element, op for op: its fmaf calls are tl.fma, and the launch turns
+    # off triton's contraction of the other multiply-adds, as the C++/CUDA builds do
+    dtype: tl.constexpr = w_ptr.dtype.element_ty
+    w = prescaled(tl.load(b_ptr + offs, mask=mask).to(tl.float32), prescale, dtype)
     g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
     # torch adds Adam's L2 term only for a nonzero weight_decay, so an inf weight stays out of g
-    g = tl.where(l2 != 0, g + l2 * w, g)
-    w = w * decay
+    if l2 != 0.0:
+        g = intermediate(tl.fma(l2, w, g), dtype, ROUND_ONCE)
+    w = intermediate(w * decay, dtype, ROUND_ONCE)
     m = tl.load(m_ptr + offs, mask=mask).to(tl.float32)
-    v = tl.load(v_ptr + offs, mask=mask).to(tl.float32)
-    # torch's lerp: the formula flips at weight 0.5 to stay exact at the ends
+    # torch's lerp: the formula flips at |weight| 0.5 to stay exact at the ends
     diff = g - m
-    m = tl.where(lerp_weight < 0.5, m + lerp_weight * diff, g - diff * (1.0 - lerp_weight))
-    v = v * beta2 + one_minus_beta2 * g * g
+    if (lerp_weight > -0.5) & (lerp_weight < 0.5):
+        m = tl.fma(lerp_weight, diff, m)
+    else:
+        m = tl.fma(-(1.0 - lerp_weight), diff, g)
+    m = intermediate(m, dtype, ROUND_ONCE)
+    v = intermediate(tl.load(v_ptr + offs, mask=mask).to(tl.float32) * beta2, dtype, ROUND_ONCE)
+    # addcmul_(g, g, value=c): fma(c * g, g, v), as ATen's CPU loop computes it
+    v = intermediate(tl.fma(one_minus_beta2 * g, g, v), dtype, ROUND_ONCE)
     # IEEE sqrt and division as torch's; plain sqrt and / may lower to approximations
-    denom = tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt) + eps
-    w = w + neg_step_size * tl.div_rn(m, denom)
-    tl.store(w_ptr + offs, round_to(w, w_ptr.dtype.element_ty), mask=mask)
+    denom = intermediate(tl.div_rn(tl.sqrt_rn(v), bias_correction2_sqrt), dtype, ROUND_ONCE)
+    denom = intermediate(denom + eps, dtype, ROUND_ONCE)
+    # addcdiv_(m, denom, value=-step_size): w + (-step_size * m) / denom
+    w = w + tl.div_rn(neg_step_size * m, denom)
+    tl.store(w_ptr + offs, round_to(w, dtype), mask=mask)
     tl.store(m_ptr + offs, round_to(m, m_ptr.dtype.element_ty), mask=mask)
     tl.store(v_ptr + offs, round_to(v, v_ptr.dtype.element_ty), mask=mask)
 
@@ -66,6 +77,7 @@ def _adamw_kernel(
     items,
     item_stride,
     coefs,
+    ROUND_ONCE: tl.constexpr,
     NUM_COEFS: tl.constexpr,
     ALIGNED: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -106,6 +118,7 @@ def _adamw_kernel(
             eps,
             neg_step_size,
             prescale,
+            ROUND_ONCE,
         )
     if full_end < end:
         offs = full_end + tl.arange(0, BLOCK)
@@ -126,16 +139,29 @@ def _adamw_kernel(
             eps,
             neg_step_size,
             prescale,
+            ROUND_ONCE,
         )
 
 
 def step(fused: FusedPlan) -> None:
-    """Launch the AdamW/Adam kernel of an Adam ``fused`` plan, then add 1 to each ``step``."""
+    """Launch the AdamW/Adam kernel of an Adam ``fused`` plan, once for the tensors of torch's
+    for-loop numerics and once for those of ``fused=True`` (its ``round_once`` column), then
+    add 1 to each ``step``."""
     if fused.params:
         lists = [fused.params, fused.backups, fused.grads, fused.exp_avgs, fused.exp_avg_sqs]
         table = fused.table().to(fused.params[0].device, non_blocking=True)
-        _tables.launch(
-            _adamw_kernel, lists, range(len(fused.params)), table, NUM_COEFS=len(ADAM_COLUMNS)
-        )
+        round_once = [row[ADAM_COLUMNS.index("round_once")] != 0 for row in fused.coefficients]
+        for once in (False, True):
+            chosen = [i for i, flag in enumerate(round_once) if flag == once]
+            if chosen:
+                _tables.launch(
+                    _adamw_kernel,
+                    [[tensors[i] for i in chosen] for tensors in lists],
+                    chosen,
+                    table,
+                    ROUND_ONCE=once,
+                    NUM_COEFS=len(ADAM_COLUMNS),
+                    enable_fp_fusion=False,
+                )
     for s in fused.steps:
         s += 1

@@ -1,7 +1,9 @@
 """Fused restore (or BAR's rescale) + ``torch.optim.SGD`` step, mirroring torch's
 single-tensor SGD: weight decay, momentum with dampening (the first step copies the gradient
 into a new buffer), nesterov, with the per-tensor coefficients of
-:mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and rounded once."""
+:mod:`slsam_kernels.ops.fused_plan`, computed in fp32 and rounded where torch's for-loop step
+stores a tensor, as csrc/common/elementwise.h's ``sgd_element`` does, so every fast backend
+gives the same bits."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import triton.language as tl
 
 from ..plan import SGD_COLUMNS, FusedPlan
 from . import _tables
-from ._cast import round_to
+from ._cast import prescaled, round_to, rounded
 from ._tables import position, tensor_ptr, work_item
 
 
@@ -31,18 +33,23 @@ def _sgd_block(
     prescale,
     MOMENTUM: tl.constexpr,
 ):
-    w = tl.load(b_ptr + offs, mask=mask).to(tl.float32)
-    # BAR's factor (1 elsewhere, where this is exact), rounded once as torch's w.mul_(c) is
-    w = round_to(w * prescale, w_ptr.dtype.element_ty).to(tl.float32)
+    # elementwise.h's sgd_element, op for op: its fmaf calls are tl.fma, and every tensor
+    # torch's for-loop step stores between its ops is rounded
+    dtype: tl.constexpr = w_ptr.dtype.element_ty
+    w = prescaled(tl.load(b_ptr + offs, mask=mask).to(tl.float32), prescale, dtype)
     d = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
     # torch skips the decay term at 0, so an inf weight does not turn d into NaN
-    d = tl.where(weight_decay != 0, d + weight_decay * w, d)
+    if weight_decay != 0.0:
+        d = rounded(tl.fma(weight_decay, w, d), dtype)
     if MOMENTUM:
-        old = tl.load(buf_ptr + offs, mask=mask).to(tl.float32)
-        buf = tl.where(first_step, d, old * momentum + one_minus_dampening * d)
+        if first_step:
+            buf = d
+        else:
+            old = tl.load(buf_ptr + offs, mask=mask).to(tl.float32)
+            buf = rounded(tl.fma(one_minus_dampening, d, rounded(old * momentum, dtype)), dtype)
         tl.store(buf_ptr + offs, round_to(buf, buf_ptr.dtype.element_ty), mask=mask)
-        d = tl.where(nesterov, d + momentum * buf, buf)
-    tl.store(w_ptr + offs, round_to(w + neg_lr * d, w_ptr.dtype.element_ty), mask=mask)
+        d = rounded(tl.fma(momentum, buf, d), dtype) if nesterov else buf
+    tl.store(w_ptr + offs, round_to(tl.fma(neg_lr, d, w), dtype), mask=mask)
 
 
 @triton.jit
@@ -138,4 +145,5 @@ def step(fused: FusedPlan) -> None:
             table,
             MOMENTUM=with_momentum,
             NUM_COEFS=len(SGD_COLUMNS),
+            enable_fp_fusion=False,
         )
