@@ -26,7 +26,8 @@ class BoundOps:
     resolved by :func:`slsam_kernels.ops.validation.bandit_options`); a backend may provide
     them (optional: the reference is the default) to keep the SL-SAM probabilities on the
     device. ``bandit_device`` is where the probabilities live for them: the tensors' device
-    when the backend provides its own, else the CPU.
+    when the backend provides its own, else the CPU, where the reference computes them;
+    ``host_bandit`` is True in the latter case (then the active indices stay on the host).
     """
 
     name: str
@@ -37,6 +38,7 @@ class BoundOps:
     bandit_update: Callable[..., torch.Tensor]
     sample_active: Callable[..., torch.Tensor]
     bandit_device: torch.device
+    host_bandit: bool
 
 
 def bind(backend: str, device: torch.device) -> BoundOps:
@@ -44,7 +46,10 @@ def bind(backend: str, device: torch.device) -> BoundOps:
     name = backends.resolve(backend, device)
     impl = backends.module(name)
     fused = getattr(impl, "fused_restore_step", _no_fused_restore_step)
-    own_bandit = hasattr(impl, "bandit_update") and hasattr(impl, "sample_active")
+    # the reference's bandit computes on the host, so its probabilities live there
+    own_bandit = (
+        impl is not reference and hasattr(impl, "bandit_update") and hasattr(impl, "sample_active")
+    )
     bandit = impl if own_bandit else reference
     return BoundOps(
         name,
@@ -55,6 +60,7 @@ def bind(backend: str, device: torch.device) -> BoundOps:
         bandit.bandit_update,
         bandit.sample_active,
         device if own_bandit else torch.device("cpu"),
+        not own_bandit,
     )
 
 
