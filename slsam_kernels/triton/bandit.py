@@ -19,6 +19,15 @@ _SAMPLE_BLOCK = 1024
 _MIN_BANDIT_BLOCK = 128
 
 
+@triton.jit
+def _exp(x):
+    """``exp`` of fp32 ``x`` rounded to fp32 from double: on a GPU ``tl.exp`` of fp32 is
+    ``ex2.approx`` of ``x * log2(e)`` (the product's rounding alone costs ``|x|`` ulps), the
+    double exp is libdevice's, within an ulp of double; the interpreter's is numpy's, so
+    both round the same value."""
+    return tl.exp(x.to(tl.float64)).to(tl.float32)
+
+
 # the active count changes every step: no == 1 / % 16 specialisations of the counts
 @triton.jit(do_not_specialize=["num_arms", "num_active"])
 def _bandit_kernel(
@@ -44,11 +53,11 @@ def _bandit_kernel(
     is_active = arm < num_active
     idx = tl.load(active_idx + arm, mask=is_active, other=0)
     p = tl.load(probs + idx, mask=is_active, other=1.0)
-    ratio = tl.load(active_norms + arm, mask=is_active, other=0.0) / p
+    ratio = tl.div_rn(tl.load(active_norms + arm, mask=is_active, other=0.0), p)
     if SCALE_FREE:
         # l_i = 1 - q_i / max q on the ratios themselves: q = ratio^2 could overflow fp32
         top = tl.max(ratio, axis=0)
-        relative = ratio / tl.where(top > 0, top, 1.0)
+        relative = tl.div_rn(ratio, tl.where(top > 0, top, 1.0))
         loss = tl.where(top > 0, 1.0 - relative * relative, 0.0)
     else:
         # l_i = max_j (n_j/p_j)^2 - (n_i/p_i)^2: the (L/p_min)^2 terms of r_i - min_j r_j
@@ -56,7 +65,7 @@ def _bandit_kernel(
         # digits of l_i
         ratio_sq = ratio * ratio
         loss = tl.max(ratio_sq, axis=0) - ratio_sq
-    tl.store(out + idx, p * tl.exp(-lr * loss / p), mask=is_active)
+    tl.store(out + idx, p * _exp(tl.div_rn(-lr * loss, p)), mask=is_active)
     tl.debug_barrier()
     v = tl.load(out + arm, mask=in_range, other=float("inf"))
     # Capped projection, visiting arms in ascending order k (descending position
@@ -71,10 +80,10 @@ def _bandit_kernel(
     stop = tl.max(tl.where(stops, arm, -1), axis=0)
     at_stop = arm == stop
     threshold = tl.sum(tl.where(at_stop, ascending, 0.0), axis=0)
-    ratio_at_stop = tl.sum(tl.where(at_stop, remaining / suffix, 0.0), axis=0)
+    ratio_at_stop = tl.sum(tl.where(at_stop, tl.div_rn(remaining, suffix), 0.0), axis=0)
     capped = (stop < 0) | (v > threshold)
     new_p = tl.where(capped, 1.0, v * ratio_at_stop)
-    new_p = (1.0 - exploration) * new_p + exploration * (budget / num_arms)
+    new_p = (1.0 - exploration) * new_p + exploration * tl.div_rn(budget, num_arms.to(tl.float32))
     new_p = tl.minimum(tl.maximum(new_p, PROB_FLOOR), 1.0)
     tl.store(out + arm, new_p, mask=in_range)
 
@@ -129,6 +138,9 @@ def bandit_update(
         SUM_FLOOR=SUFFIX_SUM_FLOOR,
         BLOCK=block,
         num_warps=min(16, max(4, block // 512)),
+        # IEEE divides (tl.div_rn; "/" is div.full.f32, 2 ulps, on a GPU) and no FMA
+        # contraction: the GPU rounds each step as the interpreter does (numpy, exact fp32)
+        enable_fp_fusion=False,
     )
     return out
 
