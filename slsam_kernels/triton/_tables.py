@@ -24,6 +24,7 @@ Table layout (int64; rows padded to a multiple of 16 entries, so the runtime ``s
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ def build(
     return built
 
 
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``t``'s CUDA device the current one for a launch: triton launches on the current
+    device (its context and stream), so tensors on ``cuda:1`` with device 0 current would be
+    read from the wrong device. Every launch of this backend runs inside one. A no-op for
+    CPU tensors (the interpreter)."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
 @triton.jit
 def work_item(
     table,
@@ -166,15 +177,16 @@ def launch(
     for group in dtype_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = build(roles, [positions[i] for i in group], CHUNK)
-        kernel[(table.num_items,)](
-            *(role[0] for role in roles),
-            table.table,
-            table.stride,
-            table.items,
-            table.item_stride,
-            *args,
-            ALIGNED=table.aligned,
-            CHUNK=CHUNK,
-            BLOCK=BLOCK,
-            **constexprs,
-        )
+        with device_guard(roles[0][0]):
+            kernel[(table.num_items,)](
+                *(role[0] for role in roles),
+                table.table,
+                table.stride,
+                table.items,
+                table.item_stride,
+                *args,
+                ALIGNED=table.aligned,
+                CHUNK=CHUNK,
+                BLOCK=BLOCK,
+                **constexprs,
+            )

@@ -11,6 +11,7 @@ import triton.language as tl
 
 from .. import reference
 from ..reference.bandit import DEFAULT_LR, PAPER, PROB_FLOOR, ROBUST, SUFFIX_SUM_FLOOR
+from . import _tables
 
 # One program holds every arm in registers; past this the host reference is used.
 MAX_ARMS = 16384
@@ -123,25 +124,26 @@ def bandit_update(
     norms = active_norms.to(device, torch.float32).contiguous()
     out = torch.empty_like(probs)
     block = max(_MIN_BANDIT_BLOCK, triton.next_power_of_2(probs.numel()))
-    _bandit_kernel[(1,)](
-        probs,
-        idx,
-        norms,
-        out,
-        probs.numel(),
-        idx.numel(),
-        float(budget),
-        float(lr),
-        float(exploration),
-        SCALE_FREE=rule == ROBUST,
-        PROB_FLOOR=PROB_FLOOR,
-        SUM_FLOOR=SUFFIX_SUM_FLOOR,
-        BLOCK=block,
-        num_warps=min(16, max(4, block // 512)),
-        # IEEE divides (tl.div_rn; "/" is div.full.f32, 2 ulps, on a GPU) and no FMA
-        # contraction: the GPU rounds each step as the interpreter does (numpy, exact fp32)
-        enable_fp_fusion=False,
-    )
+    with _tables.device_guard(probs):
+        _bandit_kernel[(1,)](
+            probs,
+            idx,
+            norms,
+            out,
+            probs.numel(),
+            idx.numel(),
+            float(budget),
+            float(lr),
+            float(exploration),
+            SCALE_FREE=rule == ROBUST,
+            PROB_FLOOR=PROB_FLOOR,
+            SUM_FLOOR=SUFFIX_SUM_FLOOR,
+            BLOCK=block,
+            num_warps=min(16, max(4, block // 512)),
+            # IEEE divides (tl.div_rn; "/" is div.full.f32, 2 ulps, on a GPU) and no FMA
+            # contraction: the GPU rounds each step as the interpreter does (numpy, exact fp32)
+            enable_fp_fusion=False,
+        )
     return out
 
 
@@ -155,7 +157,8 @@ def sample_active(probs: torch.Tensor, generator: torch.Generator) -> torch.Tens
     grid = (triton.cdiv(probs.numel(), _SAMPLE_BLOCK),)
     while True:
         seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
-        _sample_kernel[grid](probs, mask, probs.numel(), seed, BLOCK=_SAMPLE_BLOCK)
+        with _tables.device_guard(probs):
+            _sample_kernel[grid](probs, mask, probs.numel(), seed, BLOCK=_SAMPLE_BLOCK)
         drawn = mask.cpu().bool()
         if bool(drawn.any()):
             return drawn

@@ -81,21 +81,22 @@ def grad_sqnorms(
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = _tables.build(roles, group, _tables.CHUNK)
         partials = torch.empty(table.num_items, dtype=torch.float32, device=out.device)
-        _partials_kernel[(table.num_items,)](
-            roles[0][0],
-            roles[-1][0],
-            table.table,
-            table.stride,
-            table.items,
-            table.item_stride,
-            partials,
-            WEIGHTED=weights is not None,
-            NUM_ROLES=len(roles),
-            ALIGNED=table.aligned,
-            CHUNK=_tables.CHUNK,
-            BLOCK=_tables.BLOCK,
-        )
-        _sum_partials_kernel[(table.num_tensors,)](
-            partials, table.table, table.stride, out, NUM_ROLES=len(roles), BLOCK=_SUM_BLOCK
-        )
+        with _tables.device_guard(out):
+            _partials_kernel[(table.num_items,)](
+                roles[0][0],
+                roles[-1][0],
+                table.table,
+                table.stride,
+                table.items,
+                table.item_stride,
+                partials,
+                WEIGHTED=weights is not None,
+                NUM_ROLES=len(roles),
+                ALIGNED=table.aligned,
+                CHUNK=_tables.CHUNK,
+                BLOCK=_tables.BLOCK,
+            )
+            _sum_partials_kernel[(table.num_tensors,)](
+                partials, table.table, table.stride, out, NUM_ROLES=len(roles), BLOCK=_SUM_BLOCK
+            )
     return out
