@@ -9,6 +9,7 @@ form), plus one for SL-SAM's draw of the next active set (the mask must reach th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from sync_counting import HostSyncCounter
 from triton_testing import TRITON_MARKS
 
 from slsam_kernels import BAR, RST, SAM, SLSAM, arms_by_module
+from slsam_kernels import triton as triton_backend
 
 AdamW = torch.optim.AdamW
 
@@ -90,9 +92,12 @@ def _device_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> list[
     return tensors
 
 
-def _counted_step(model, opt, loss_fn, batch, first_backward: bool) -> HostSyncCounter:
+def _counted_step(model, opt, loss_fn, batch, first_backward: bool) -> list[str]:
     """Two warm-up steps, then one counted ``opt.step(closure)``; ``first_backward``: the
-    caller runs the first backward (davda54's form), else the closure runs both passes."""
+    caller runs the first backward (davda54's form), else the closure runs both passes.
+    Returns the syncs: modelled by :class:`HostSyncCounter` on CPU tensors, on a GPU the
+    warnings of ``torch.cuda.set_sync_debug_mode`` (the closure's own not counted)."""
+    on_cuda = next(model.parameters()).is_cuda
 
     def closure():
         loss_fn(model, batch).backward()
@@ -104,6 +109,8 @@ def _counted_step(model, opt, loss_fn, batch, first_backward: bool) -> HostSyncC
         opt.zero_grad()
     if first_backward or isinstance(opt, BAR):
         closure()
+    if on_cuda:
+        return _cuda_syncs(opt, closure)
     counter = HostSyncCounter(_device_tensors(model, opt))
 
     def grads():
@@ -114,7 +121,30 @@ def _counted_step(model, opt, loss_fn, batch, first_backward: bool) -> HostSyncC
             opt.step()
         else:
             opt.step(counter.wrap_closure(closure, declare=grads))
-    return counter
+    return [f"{what} at {where}" for what, where in counter.syncs]
+
+
+def _cuda_syncs(opt, closure) -> list[str]:
+    def uncounted_closure():
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            closure()
+        finally:
+            torch.cuda.set_sync_debug_mode("warn")
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            opt.step() if isinstance(opt, BAR) else opt.step(uncounted_closure)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return [
+        f"{w.filename}:{w.lineno} {w.message}"
+        for w in caught
+        if "synchronizing CUDA operation" in str(w.message)
+    ]
 
 
 CASES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = {
@@ -128,18 +158,18 @@ CASES: dict[str, tuple[Callable[..., torch.optim.Optimizer], int]] = {
 }
 
 
-def _check(name: str, backend: str, first_backward: bool) -> None:
+def _check(name: str, backend: str, first_backward: bool, device: str = "cpu") -> None:
     make, expected = CASES[name]
     if name.startswith("bar"):
         model, loss_fn, batch = make_lora_net(), lora_loss, lora_batches(1)[0]
     else:
         model, loss_fn, batch = make_model(), loss_of, make_batches(1)[0]
+    model, batch = model.to(device), tuple(t.to(device) for t in batch)
     opt = make(model, backend)
-    counter = _counted_step(model, opt, loss_fn, batch, first_backward)
-    listing = "\n".join(f"  {what} at {where}" for what, where in counter.syncs)
-    assert len(counter.syncs) == expected, (
-        f"{name} on {backend}: {len(counter.syncs)} host syncs in one step, {expected} needed:\n"
-        f"{listing}"
+    syncs = _counted_step(model, opt, loss_fn, batch, first_backward)
+    listing = "\n".join(f"  {sync}" for sync in syncs)
+    assert len(syncs) == expected, (
+        f"{name} on {backend}: {len(syncs)} host syncs in one step, {expected} needed:\n{listing}"
     )
 
 
@@ -151,12 +181,25 @@ def test_reference_step_syncs_only_where_needed(name: str, first_backward: bool)
 
 @pytest.mark.parametrize("name", ["sam", "slsam", "slsam_module_arms"])
 @pytest.mark.parametrize("first_backward", [True, False], ids=["davda54_form", "closure_only"])
+@pytest.mark.skipif(
+    "cpu" not in triton_backend.DEVICE_TYPES,
+    reason="the count runs on CPU tensors, which triton takes only under TRITON_INTERPRET=1",
+)
 def test_triton_step_syncs_only_where_needed(name: str, first_backward: bool) -> None:
     _check(name, "triton", first_backward)
 
 
 for _mark in TRITON_MARKS:
     test_triton_step_syncs_only_where_needed = _mark(test_triton_step_syncs_only_where_needed)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("name", CASES)
+def test_cuda_step_syncs_only_where_needed(name: str, backend: str) -> None:
+    """The same counts on a GPU, from torch's own sync debug mode."""
+    _check(name, backend, first_backward=True, device="cuda")
 
 
 def test_counter_sees_each_kind_of_sync() -> None:
