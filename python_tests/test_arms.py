@@ -1,12 +1,14 @@
 """SL-SAM arms of several tensors: toggled, perturbed and updated together, one bandit norm
 per arm; the per-tensor default unchanged."""
 
+import dataclasses
+
 import pytest
 import torch
 from builders import loss_of, make_batches, make_model, train
 
 from slsam_kernels import SLSAM, arms_by_module
-from slsam_kernels.backends.reference import bandit_update
+from slsam_kernels.backends.reference import bandit_update, grad_sqnorms
 
 
 def make_slsam(model, **kwargs):
@@ -94,3 +96,41 @@ def test_bad_arms(arms_of, error, words):
     with pytest.raises(error, match=words):
         make_slsam(model, arms=arms_of(model))
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_an_arms_squared_norm_adds_its_tensors_in_param_group_order_bit_for_bit():
+    """The per-arm sum is one fixed sequence of fp32 additions (0 + the first member's squared
+    norm + the next ...), in param-group order whatever order the arm lists them in: the same
+    bits on every device (a scatter-add with atomics, as index_add_ on CUDA, is not)."""
+    model = make_model()
+    m = model
+    arms = [
+        [m.fc3.bias, m.fc1.weight, m.fc2.bias, m.fc1.bias, m.fc3.weight],
+        [m.fc2.weight, m.scale],
+    ]
+    opt = make_slsam(model, arms=arms, sample_ratio=1.0, backend="reference")
+    seen = {}
+    bandit = opt._ops.bandit_update
+
+    def capture(probs, norms, active_idx, *args, **kwargs):
+        seen["norms"], seen["active_idx"] = norms.clone(), active_idx.clone()
+        return bandit(probs, norms, active_idx, *args, **kwargs)
+
+    opt._ops = dataclasses.replace(opt._ops, bandit_update=capture)
+    batch = make_batches(1)[0]
+    loss_of(model, batch).backward()
+    params = list(model.parameters())
+    # the first pass's squared norms, scaled apart so that the order of the additions shows
+    for i, p in enumerate(params):
+        p.grad.mul_(3.0 ** (i - 3))
+    sq = grad_sqnorms([p.grad for p in params])
+    opt.step(lambda: loss_of(model, batch).backward())
+    expected = []
+    for arm in arms:
+        total = torch.zeros((), dtype=torch.float32)
+        for i, p in enumerate(params):
+            if any(p is q for q in arm):
+                total = total + sq[i]
+        expected.append(total.sqrt())
+    assert seen["active_idx"].tolist() == [0, 1]
+    assert torch.equal(seen["norms"], torch.stack(expected))

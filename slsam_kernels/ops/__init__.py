@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..backends.upload import upload
 from . import registry
 from .bound import BoundOps, bind
 from .validation import (
@@ -110,4 +111,5 @@ __all__ = [
     "registry",
     "restore_",
     "sample_active",
+    "upload",
 ]

@@ -30,7 +30,9 @@ class BoundOps:
     (:mod:`slsam_kernels.backends.reference.bandit`; ``rule=`` and ``exploration=`` come
     checked and resolved by :func:`slsam_kernels.ops.validation.bandit_options`).
     ``bandit_device`` is where the probabilities live for them: the tensors' device, or the
-    CPU for a backend whose bandit runs on the host.
+    CPU for a backend whose bandit runs on the host (the reference's and the CUDA
+    extension's); ``host_bandit`` is True in the latter case (then the active indices stay on
+    the host).
     """
 
     name: str
@@ -41,6 +43,7 @@ class BoundOps:
     bandit_update: Callable[..., torch.Tensor]
     sample_active: Callable[..., torch.Tensor]
     bandit_device: torch.device
+    host_bandit: bool
 
 
 def bind(backend: str, device: torch.device) -> BoundOps:
@@ -56,6 +59,7 @@ def bind(backend: str, device: torch.device) -> BoundOps:
         partial(_bandit_update, impl),
         impl.sample_active,
         device if impl.PROBS_ON_DEVICE else torch.device("cpu"),
+        not impl.PROBS_ON_DEVICE,
     )
 
 

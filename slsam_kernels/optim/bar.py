@@ -132,13 +132,13 @@ class BAR(WrappedOptimizer):
         grad_sq = self._grad_sqnorms(grads, None)
         pairs = [(x, y) for x, y in self.pairs if x.grad is not None and y.grad is not None]
         descent_sq = grad_sq.sum()
-        decisions = self._deciding_sqnorms(pairs, params, grad_sq)
-        host = torch.cat([descent_sq.reshape(1), decisions]).tolist()  # the one host sync
+        deciding, order = self._deciding_sqnorms(pairs, params, grad_sq)
+        host = torch.cat([descent_sq.reshape(1), deciding]).tolist()  # the one host sync
         self._opt_called = True  # torch's LR schedulers check this flag, set by step()
         if not self._record_finite(math.isfinite(host[0])):
             return loss
         self._clip_(grads, descent_sq)
-        factors = self._factors(pairs, host[1:], a)
+        factors = self._factors(pairs, [host[1 + i] for i in order], a)
         prescales = [factors.get(p, 1.0) for p in params]
         fused = not self._sharded and self._ops.fused_restore_step(
             self.base_optimizer, params, params, prescales
@@ -156,17 +156,16 @@ class BAR(WrappedOptimizer):
         pairs: list[tuple[torch.Tensor, torch.Tensor]],
         params: list[torch.Tensor],
         grad_sq: torch.Tensor,
-    ) -> torch.Tensor:
-        """``[|x_0|^2, |y_0|^2, |x_1|^2, ...]``: of the gradients (nBAR, taken from the
-        descent's per-tensor norms) or of the weights (oBAR, one more launch)."""
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Squared norms and the positions in them of ``x_0, y_0, x_1, ...``: of the weights
+        (oBAR, one more launch) or of the gradients (nBAR: the descent's own per-tensor norms,
+        picked on the host after the one copy there; an index built here would be a blocking
+        copy the other way)."""
         flat = [t for pair in pairs for t in pair]
-        if not flat:
-            return grad_sq.new_zeros(0)
-        if self.variant == "obar":
-            return self._grad_sqnorms(flat, None)
+        if self.variant == "obar" and flat:
+            return self._grad_sqnorms(flat, None), list(range(len(flat)))
         position = {p: i for i, p in enumerate(params)}
-        index = torch.tensor([position[t] for t in flat], device=grad_sq.device)
-        return grad_sq.index_select(0, index)
+        return grad_sq, [position[t] for t in flat]
 
     def _factors(
         self, pairs: list[tuple[torch.Tensor, torch.Tensor]], sqnorms: list[float], a: float

@@ -3,6 +3,7 @@ ascent (first step), the exact restore and descent (second step), and checkpoint
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,14 +127,9 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         grads = [p.grad for p in params]
         adaptive = [bool(g["adaptive"]) for _, g in pairs]
         grad_sq = self._grad_sqnorms(grads, None)
-        ascent_sq = grad_sq
-        if any(adaptive):
-            ascent_sq = grad_sq.clone()
-            idx = [i for i, a in enumerate(adaptive) if a]
-            ascent_sq[idx] = self._grad_sqnorms([grads[i] for i in idx], [params[i] for i in idx])
-        ascent_norm = ascent_sq.sum().sqrt()
-        rhos = torch.tensor([g["rho"] for _, g in pairs], dtype=torch.float32)
-        scales = rhos.to(ascent_norm.device, non_blocking=True) / (ascent_norm + NORM_EPS)
+        ascent_norm = self._ascent_sqnorms(grads, params, adaptive, grad_sq).sum().sqrt()
+        denominator = ascent_norm + NORM_EPS
+        rhos = [float(g["rho"]) for _, g in pairs]
         shards, grads = self._local(params), self._local(grads)
         backups = self._backups.views(shards)
         for flag in (False, True):
@@ -143,12 +139,36 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
                     [shards[i] for i in idx],
                     [grads[i] for i in idx],
                     [backups[i] for i in idx],
-                    scales[idx],
+                    _scales([rhos[i] for i in idx], denominator),
                     flag,
                 )
         self._perturbation = Perturbation(params, shards, backups, grad_sq, ascent_norm, scaler)
         if zero_grad:
             self.zero_grad()
+
+    def _ascent_sqnorms(
+        self,
+        grads: list[torch.Tensor],
+        params: list[torch.Tensor],
+        adaptive: list[bool],
+        grad_sq: torch.Tensor,
+    ) -> torch.Tensor:
+        """The per-tensor squared norms the ascent is normalised by: ``grad_sq``, with ASAM's
+        ``||w * g||^2`` for the adaptive tensors. Put together from slices of runs of equally
+        flagged tensors (param groups come in runs): an index list would be a blocking host ->
+        device copy."""
+        if not any(adaptive):
+            return grad_sq
+        pieces, start = [], 0
+        for flag, run in itertools.groupby(adaptive):
+            end = start + len(list(run))
+            pieces.append(
+                self._grad_sqnorms(grads[start:end], params[start:end])
+                if flag
+                else grad_sq[start:end]
+            )
+            start = end
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     @torch.no_grad()
     def second_step(
@@ -333,3 +353,15 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
     def _check_loadable(self) -> None:
         if self._perturbation is not None:
             raise RuntimeError("load_state_dict() between first_step() and second_step()")
+
+
+def _scales(rhos: list[float], denominator: torch.Tensor) -> torch.Tensor:
+    """``rho_i / denominator``, fp32 on the denominator's device, filled there run by run of
+    equal ``rho`` (one fill for one param group): a tensor made from the list would be a host
+    -> device copy every step."""
+    runs = [(rho, len(list(run))) for rho, run in itertools.groupby(rhos)]
+    filled = [
+        torch.full((count,), rho, dtype=torch.float32, device=denominator.device)
+        for rho, count in runs
+    ]
+    return (filled[0] if len(filled) == 1 else torch.cat(filled)).div_(denominator)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..ops import upload
 from ..ops.validation import bandit_options
 from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
@@ -144,6 +145,7 @@ class SLSAM(SharpnessAwareOptimizer):
         self._world_size = distributed.world_size(process_group)
         self._generator = make_generator(distributed.agreed_seed(seed, process_group, self._device))
         self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
+        self._bandit_index_cache: tuple[tuple[int, ...], tuple[torch.Tensor, ...]] | None = None
         self.sample()
         self._arms_fixed = True
 
@@ -211,6 +213,8 @@ class SLSAM(SharpnessAwareOptimizer):
                 p.requires_grad = active
                 if not active:
                     p.grad = None
+        if not torch.equal(mask, self._active_mask):
+            self._bandit_index_cache = None
         self._active_mask = mask.clone()
         return mask.clone()
 
@@ -241,20 +245,15 @@ class SLSAM(SharpnessAwareOptimizer):
         self.sample()
 
     def _update_bandit(self, perturbation: Perturbation) -> None:
-        # An active arm that got no gradient (unused in the forward) counts as norm 0; an arm
-        # of several tensors gets the L2 norm over them. Always-active tensors are no arm:
-        # their squared norms land in one extra slot, N, dropped.
-        device = self._probs.device
-        active_idx = self._active_mask.nonzero().squeeze(1).to(device, non_blocking=True)
-        arms = torch.tensor(
-            [self._arm_index.get(id(p), self.num_arms) for p in perturbation.params],
-            dtype=torch.long,
-        )
-        per_arm = torch.zeros(self.num_arms + 1, dtype=torch.float32, device=device)
-        per_arm.index_add_(
-            0, arms.to(device, non_blocking=True), perturbation.grad_sqnorms.to(device)
-        )
-        sqnorms = per_arm[active_idx]
+        gather, active_idx = self._bandit_indices(perturbation.params)
+        tensor_sq = perturbation.grad_sqnorms
+        # [active arm, member]: the squared norms of each active arm's tensors, padded with 0
+        members = torch.cat([tensor_sq, tensor_sq.new_zeros(1)])[gather]
+        # Summed member by member, in param-group order: the same additions on every device
+        # (index_add_ on CUDA adds with atomics, in whatever order they land).
+        sqnorms = members[:, 0]
+        for k in range(1, members.shape[1]):
+            sqnorms = sqnorms + members[:, k]
         if self.ascent == "per_rank":
             sqnorms = distributed.mean_over_ranks(sqnorms, self._group, self._device)
         norms = sqnorms.sqrt()
@@ -268,6 +267,35 @@ class SLSAM(SharpnessAwareOptimizer):
             rule=self.bandit,
             exploration=self.exploration,
         )
+
+    def _bandit_indices(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the bandit update after a step that perturbed ``params``: ``gather``, on their
+        device, row ``a`` the positions in ``params`` of active arm ``a``'s tensors (ascending,
+        then ``len(params)``, the zero slot: an active arm that got no gradient, unused in
+        the forward, counts as norm 0), and the active arms' indices, on the bandit's device.
+        Always-active tensors are in no arm, so in no row. Built on the host and uploaded
+        once per active set (and set of tensors with gradients), not every step."""
+        key = tuple(map(id, params))
+        if self._bandit_index_cache is not None and self._bandit_index_cache[0] == key:
+            return self._bandit_index_cache[1]
+        active = self._active_mask.nonzero().squeeze(1)
+        rows: dict[int, list[int]] = {arm: [] for arm in active.tolist()}
+        for i, p in enumerate(params):
+            arm = self._arm_index.get(id(p))
+            if arm in rows:
+                rows[arm].append(i)
+        width = max([1, *(len(row) for row in rows.values())])
+        zero = len(params)
+        gather = torch.tensor(
+            [row + [zero] * (width - len(row)) for row in rows.values()], dtype=torch.long
+        )
+        if self._ops.host_bandit:
+            indices = upload(gather, params[0].device), active
+        else:  # one copy for both
+            both = upload(torch.cat([gather.flatten(), active]), params[0].device)
+            indices = both[: gather.numel()].view_as(gather), both[gather.numel() :]
+        self._bandit_index_cache = (key, indices)
+        return indices
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {

@@ -5,7 +5,9 @@ from .norms import grad_sqnorms
 from .perturb import perturb_, restore_
 
 UNAVAILABLE_REASON = ""
-PROBS_ON_DEVICE = True
+# The bandit computes on the host: a GPU run keeps its probabilities there, so the draw and the
+# update need no device round trip.
+PROBS_ON_DEVICE = False
 # No fused restore + step: the optimizer restores, then takes its own step (torch's for-loop
 # step is the ground truth the fast backends' fused steps are held to).
 launch_fused = None

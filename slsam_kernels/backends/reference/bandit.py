@@ -66,6 +66,25 @@ def bandit_update(
         exploration: the robust rule's ``gamma`` in ``[0, 1]``; 0 leaves the projection as
             it is, which the paper rule gets.
     """
+    updated = bandit_update_float64(
+        probs, active_norms, active_idx, budget, lr, rule=rule, exploration=exploration, p_min=p_min
+    )
+    return updated.to(probs.device, torch.float32)
+
+
+def bandit_update_float64(
+    probs: torch.Tensor,
+    active_norms: torch.Tensor,
+    active_idx: torch.Tensor,
+    budget: float,
+    lr: float = DEFAULT_LR[PAPER],
+    p_min: float = 1e-3,
+    *,
+    rule: str = PAPER,
+    exploration: float = 0.0,
+) -> torch.Tensor:
+    """:func:`bandit_update` before its final rounding: float64, on the CPU (the oracle the
+    fp32 kernels are measured against)."""
     p = probs.detach().to("cpu", torch.float64)
     idx = active_idx.detach().to("cpu", torch.int64)
     n = active_norms.detach().to("cpu", torch.float64)
@@ -82,7 +101,7 @@ def bandit_update(
     v[idx] = p_active * torch.exp(-lr * loss / p_active)
     projected = capped_projection(v, budget)
     mixed = (1 - exploration) * projected + exploration * (budget / p.numel())
-    return mixed.clamp_(PROB_FLOOR, 1.0).to(probs.device, torch.float32)
+    return mixed.clamp_(PROB_FLOOR, 1.0)
 
 
 def capped_projection(v: torch.Tensor, budget: float) -> torch.Tensor:

@@ -9,7 +9,8 @@ runtime data, so one compiled kernel serves every shape. Work is split into item
 Inside an item, whole blocks run unmasked and only the tail is masked; with ``aligned`` (every
 offset a multiple of 16 elements, as separate allocations and the backup arena give) the
 kernel may promise that alignment, so together with triton's 16-byte specialisation of the
-base pointers the unmasked blocks compile to vector loads and stores.
+base pointers the unmasked blocks compile to vector loads and stores; :func:`launch` gives
+tensors at unaligned addresses launches of their own, so they do not cost the others that.
 
 Table layout (int64; rows padded to a multiple of 16 entries, so the runtime ``stride`` and
 ``item_stride`` always specialise the same way and never cause a second compile):
@@ -24,6 +25,8 @@ Table layout (int64; rows padded to a multiple of 16 entries, so the runtime ``s
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from ..upload import upload
 
 # Elementwise launch geometry shared by every multi-tensor kernel: BLOCK elements per step,
 # CHUNK per work item (one program), so a program streams 16 blocks.
@@ -82,6 +87,24 @@ def split_contiguous(
     return linear, declined
 
 
+def launch_groups(lists: Sequence[Sequence[torch.Tensor]]) -> list[list[int]]:
+    """The :func:`dtype_groups`, each split into one launch for the tensors whose addresses
+    in every list are multiples of 16 elements (which may promise that alignment) and one
+    for the rest: a view at an odd offset of a flat buffer (DDP's buckets) takes only
+    itself off the vector loads, not its whole dtype group."""
+    groups = []
+    for group in dtype_groups(lists):
+        split: tuple[list[int], list[int]] = ([], [])
+        for i in group:
+            aligned = all(
+                tensors[i].data_ptr() % (_ALIGN_ELEMENTS * tensors[i].element_size()) == 0
+                for tensors in lists
+            )
+            split[0 if aligned else 1].append(i)
+        groups += [indices for indices in split if indices]
+    return groups
+
+
 def build(
     roles: Sequence[Sequence[torch.Tensor]], positions: Sequence[int], chunk: int
 ) -> TensorTable:
@@ -95,28 +118,45 @@ def build(
     if cached is not None:
         _cache.move_to_end(key)
         return cached
-    n = len(numels)
+    n, num_roles = len(numels), len(roles)
     stride = _padded(n + 1)
-    host = torch.zeros(len(roles) + 3, stride, dtype=torch.int64)
-    for r, (role, ptrs) in enumerate(zip(roles, pointers, strict=True)):
-        size = role[0].element_size()
-        host[r, :n] = (torch.tensor(ptrs, dtype=torch.int64) - ptrs[0]) // size
-    aligned = bool((host[: len(roles), :n] % _ALIGN_ELEMENTS == 0).all())
-    sizes = torch.tensor(numels, dtype=torch.int64)
-    counts = (sizes + chunk - 1) // chunk
-    first = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
-    host[len(roles), :n] = sizes
-    host[len(roles) + 1, :n] = torch.tensor(list(positions), dtype=torch.int64)
-    host[len(roles) + 2, : n + 1] = first
-    m = int(first[-1])
+    counts = [-(-k // chunk) for k in numels]
+    first = list(itertools.accumulate(counts, initial=0))
+    m = first[-1]
     item_stride = _padded(m)
-    items = torch.zeros(2, item_stride, dtype=torch.int64)
-    items[0, :m] = torch.repeat_interleave(torch.arange(n), counts)
-    items[1, :m] = (torch.arange(m) - first[items[0, :m]]) * chunk
+    offsets = [
+        [(ptr - ptrs[0]) // role[0].element_size() for ptr in ptrs]
+        for role, ptrs in zip(roles, pointers, strict=True)
+    ]
+    aligned = all(offset % _ALIGN_ELEMENTS == 0 for row in offsets for offset in row)
+    # The per-tensor rows from Python ints in one tensor, the per-item rows (one item per
+    # chunk of the whole list: many) from torch ops, one upload for both: a miss, which
+    # SL-SAM takes every step its active set changes, dispatches 17 torch ops on the host
+    # (60 when every row was its own tensor, with two uploads; counted with a
+    # TorchDispatchMode over four tensors in three roles).
+    rows = [row + [0] * (stride - n) for row in (*offsets, numels, list(positions))]
+    rows.append(first + [0] * (stride - n - 1))
+    tensor_of_item = torch.repeat_interleave(
+        torch.arange(n), torch.tensor(counts, dtype=torch.int64), output_size=m
+    )
+    first_item = torch.tensor(first[:-1], dtype=torch.int64)
+    start_of_item = (torch.arange(m) - first_item[tensor_of_item]) * chunk
+    padding = tensor_of_item.new_zeros(item_stride - m)
+    host = torch.cat(
+        [
+            torch.tensor(rows, dtype=torch.int64).flatten(),
+            tensor_of_item,
+            padding,
+            start_of_item,
+            padding,
+        ]
+    )
+    device_host = upload(host, device)
+    table_size = (num_roles + 3) * stride
     built = TensorTable(
-        host.to(device, non_blocking=True),
+        device_host[:table_size].view(num_roles + 3, stride),
         stride,
-        items.to(device, non_blocking=True),
+        device_host[table_size:].view(2, item_stride),
         item_stride,
         n,
         m,
@@ -126,6 +166,16 @@ def build(
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return built
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``t``'s CUDA device the current one for a launch: triton launches on the current
+    device (its context and stream), so tensors on ``cuda:1`` with device 0 current would be
+    read from the wrong device. Every launch of this backend runs inside one. A no-op for
+    CPU tensors (the interpreter)."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 @triton.jit
@@ -170,22 +220,23 @@ def launch(
     *args: object,
     **constexprs: object,
 ) -> None:
-    """Launch an elementwise multi-tensor ``kernel`` once per dtype group of ``lists`` (its
-    roles, contiguous tensors). The kernel takes the role bases, ``table, stride, items,
-    item_stride``, then ``args``, ``ALIGNED``, ``CHUNK``, ``BLOCK`` and the other
-    ``constexprs`` (compile-time arguments and launch options)."""
-    for group in dtype_groups(lists):
+    """Launch an elementwise multi-tensor ``kernel`` once per :func:`launch_groups` group of
+    ``lists`` (its roles, contiguous tensors). The kernel takes the role bases, ``table,
+    stride, items, item_stride``, then ``args``, ``ALIGNED``, ``CHUNK``, ``BLOCK`` and the
+    other ``constexprs`` (compile-time arguments and launch options)."""
+    for group in launch_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = build(roles, [positions[i] for i in group], CHUNK)
-        kernel[(table.num_items,)](
-            *(role[0] for role in roles),
-            table.table,
-            table.stride,
-            table.items,
-            table.item_stride,
-            *args,
-            ALIGNED=table.aligned,
-            CHUNK=CHUNK,
-            BLOCK=BLOCK,
-            **constexprs,
-        )
+        with device_guard(roles[0][0]):
+            kernel[(table.num_items,)](
+                *(role[0] for role in roles),
+                table.table,
+                table.stride,
+                table.items,
+                table.item_stride,
+                *args,
+                ALIGNED=table.aligned,
+                CHUNK=CHUNK,
+                BLOCK=BLOCK,
+                **constexprs,
+            )

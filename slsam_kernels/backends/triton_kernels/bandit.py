@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from ..reference.bandit import DEFAULT_LR, PAPER, PROB_FLOOR, ROBUST, SUFFIX_SUM_FLOOR
+from . import _tables
 
 # One program holds every arm in registers; past this the update is declined (the host
 # reference runs it).
@@ -17,6 +18,18 @@ MAX_ARMS = 16384
 _SAMPLE_BLOCK = 1024
 # at least one element per thread of 4 warps, so tiny arm counts get an ordinary layout
 _MIN_BANDIT_BLOCK = 128
+# 512 arms per warp, up to a whole block of 1024 threads (16 warps of 64 on ROCm): at 16384
+# arms 32 warps spill 268 bytes where 16 spilled 512, from 39% less PTX (ptxas -v for sm_90a)
+_MAX_WARPS = 16 if torch.version.hip else 32
+
+
+@triton.jit
+def _exp(x):
+    """``exp`` of fp32 ``x`` rounded to fp32 from double: on a GPU ``tl.exp`` of fp32 is
+    ``ex2.approx`` of ``x * log2(e)`` (the product's rounding alone costs ``|x|`` ulps), the
+    double exp is libdevice's, within an ulp of double; the interpreter's is numpy's, so
+    both round the same value."""
+    return tl.exp(x.to(tl.float64)).to(tl.float32)
 
 
 # the active count changes every step: no == 1 / % 16 specialisations of the counts
@@ -44,11 +57,11 @@ def _bandit_kernel(
     is_active = arm < num_active
     idx = tl.load(active_idx + arm, mask=is_active, other=0)
     p = tl.load(probs + idx, mask=is_active, other=1.0)
-    ratio = tl.load(active_norms + arm, mask=is_active, other=0.0) / p
+    ratio = tl.div_rn(tl.load(active_norms + arm, mask=is_active, other=0.0), p)
     if SCALE_FREE:
         # l_i = 1 - q_i / max q on the ratios themselves: q = ratio^2 could overflow fp32
         top = tl.max(ratio, axis=0)
-        relative = ratio / tl.where(top > 0, top, 1.0)
+        relative = tl.div_rn(ratio, tl.where(top > 0, top, 1.0))
         loss = tl.where(top > 0, 1.0 - relative * relative, 0.0)
     else:
         # l_i = max_j (n_j/p_j)^2 - (n_i/p_i)^2: the (L/p_min)^2 terms of r_i - min_j r_j
@@ -56,7 +69,7 @@ def _bandit_kernel(
         # digits of l_i
         ratio_sq = ratio * ratio
         loss = tl.max(ratio_sq, axis=0) - ratio_sq
-    tl.store(out + idx, p * tl.exp(-lr * loss / p), mask=is_active)
+    tl.store(out + idx, p * _exp(tl.div_rn(-lr * loss, p)), mask=is_active)
     tl.debug_barrier()
     v = tl.load(out + arm, mask=in_range, other=float("inf"))
     # Capped projection, visiting arms in ascending order k (descending position
@@ -71,10 +84,10 @@ def _bandit_kernel(
     stop = tl.max(tl.where(stops, arm, -1), axis=0)
     at_stop = arm == stop
     threshold = tl.sum(tl.where(at_stop, ascending, 0.0), axis=0)
-    ratio_at_stop = tl.sum(tl.where(at_stop, remaining / suffix, 0.0), axis=0)
+    ratio_at_stop = tl.sum(tl.where(at_stop, tl.div_rn(remaining, suffix), 0.0), axis=0)
     capped = (stop < 0) | (v > threshold)
     new_p = tl.where(capped, 1.0, v * ratio_at_stop)
-    new_p = (1.0 - exploration) * new_p + exploration * (budget / num_arms)
+    new_p = (1.0 - exploration) * new_p + exploration * tl.div_rn(budget, num_arms.to(tl.float32))
     new_p = tl.minimum(tl.maximum(new_p, PROB_FLOOR), 1.0)
     tl.store(out + arm, new_p, mask=in_range)
 
@@ -112,22 +125,26 @@ def bandit_update(
     norms = active_norms.to(device, torch.float32).contiguous()
     out = torch.empty_like(probs)
     block = max(_MIN_BANDIT_BLOCK, triton.next_power_of_2(probs.numel()))
-    _bandit_kernel[(1,)](
-        probs,
-        idx,
-        norms,
-        out,
-        probs.numel(),
-        idx.numel(),
-        float(budget),
-        float(lr),
-        float(exploration),
-        SCALE_FREE=rule == ROBUST,
-        PROB_FLOOR=PROB_FLOOR,
-        SUM_FLOOR=SUFFIX_SUM_FLOOR,
-        BLOCK=block,
-        num_warps=min(16, max(4, block // 512)),
-    )
+    with _tables.device_guard(probs):
+        _bandit_kernel[(1,)](
+            probs,
+            idx,
+            norms,
+            out,
+            probs.numel(),
+            idx.numel(),
+            float(budget),
+            float(lr),
+            float(exploration),
+            SCALE_FREE=rule == ROBUST,
+            PROB_FLOOR=PROB_FLOOR,
+            SUM_FLOOR=SUFFIX_SUM_FLOOR,
+            BLOCK=block,
+            num_warps=min(_MAX_WARPS, max(4, block // 512)),
+            # IEEE divides (tl.div_rn; "/" is div.full.f32, 2 ulps, on a GPU) and no FMA
+            # contraction: the GPU rounds each step as the interpreter does (numpy, exact fp32)
+            enable_fp_fusion=False,
+        )
     return out
 
 
@@ -141,7 +158,8 @@ def sample_active(probs: torch.Tensor, generator: torch.Generator) -> torch.Tens
     grid = (triton.cdiv(probs.numel(), _SAMPLE_BLOCK),)
     while True:
         seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
-        _sample_kernel[grid](probs, mask, probs.numel(), seed, BLOCK=_SAMPLE_BLOCK)
+        with _tables.device_guard(probs):
+            _sample_kernel[grid](probs, mask, probs.numel(), seed, BLOCK=_SAMPLE_BLOCK)
         drawn = mask.cpu().bool()
         if bool(drawn.any()):
             return drawn

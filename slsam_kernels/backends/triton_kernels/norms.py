@@ -70,32 +70,34 @@ def grad_sqnorms(
     grads: Sequence[torch.Tensor], weights: Sequence[torch.Tensor] | None = None
 ) -> torch.Tensor:
     """``[||g_i||^2]`` (``[||w_i * g_i||^2]`` with ``weights``) as fp32 on the tensors' device,
-    accumulated in fp32; one pair of launches per dtype group; empty tensors give 0."""
+    accumulated in fp32; one pair of launches per dtype group (two where aligned and unaligned
+    tensors mix: see :func:`_tables.launch_groups`); empty tensors give 0."""
     if not grads:
         return torch.zeros(0, dtype=torch.float32)
     lists = [[g.contiguous() for g in grads]]
     if weights is not None:
         lists.append([w.contiguous() for w in weights])
     out = torch.zeros(len(grads), dtype=torch.float32, device=grads[0].device)
-    for group in _tables.dtype_groups(lists):
+    for group in _tables.launch_groups(lists):
         roles = [[tensors[i] for i in group] for tensors in lists]
         table = _tables.build(roles, group, _tables.CHUNK)
         partials = torch.empty(table.num_items, dtype=torch.float32, device=out.device)
-        _partials_kernel[(table.num_items,)](
-            roles[0][0],
-            roles[-1][0],
-            table.table,
-            table.stride,
-            table.items,
-            table.item_stride,
-            partials,
-            WEIGHTED=weights is not None,
-            NUM_ROLES=len(roles),
-            ALIGNED=table.aligned,
-            CHUNK=_tables.CHUNK,
-            BLOCK=_tables.BLOCK,
-        )
-        _sum_partials_kernel[(table.num_tensors,)](
-            partials, table.table, table.stride, out, NUM_ROLES=len(roles), BLOCK=_SUM_BLOCK
-        )
+        with _tables.device_guard(out):
+            _partials_kernel[(table.num_items,)](
+                roles[0][0],
+                roles[-1][0],
+                table.table,
+                table.stride,
+                table.items,
+                table.item_stride,
+                partials,
+                WEIGHTED=weights is not None,
+                NUM_ROLES=len(roles),
+                ALIGNED=table.aligned,
+                CHUNK=_tables.CHUNK,
+                BLOCK=_tables.BLOCK,
+            )
+            _sum_partials_kernel[(table.num_tensors,)](
+                partials, table.table, table.stride, out, NUM_ROLES=len(roles), BLOCK=_SUM_BLOCK
+            )
     return out
