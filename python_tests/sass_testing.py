@@ -38,7 +38,7 @@ def kernels(sass: str) -> dict[str, list[Instruction]]:
     """Mangled kernel name -> its instructions, in address order."""
     heads = list(_FUNCTION.finditer(sass))
     out = {}
-    for head, following in zip(heads, heads[1:] + [None], strict=True):
+    for head, following in zip(heads, [*heads[1:], None], strict=True):
         body = sass[head.end() : following.start() if following else len(sass)]
         out[head.group(1)] = [
             Instruction(int(address, 16), text) for address, text in _INSTRUCTION.findall(body)
@@ -89,13 +89,15 @@ def loops(code: list[Instruction]) -> Iterator[list[Instruction]]:
         yield [code[i] for i in sorted(body)]
 
 
-def global_loads(code: list[Instruction]) -> list[str]:
-    """The opcodes of the global loads in code (LDG, any width or cache hint)."""
-    return [ins.opcode for ins in code if ins.opcode.startswith("LDG")]
+def loads(code: list[Instruction]) -> list[str]:
+    """The opcodes of the loads from global memory in code: LDG, and generic LD (what nvcc emits
+    where it cannot tell the address is global)."""
+    return [ins.opcode for ins in code if re.match(r"LDG?\.", ins.opcode)]
 
 
-def global_stores(code: list[Instruction]) -> list[str]:
-    return [ins.opcode for ins in code if ins.opcode.startswith("STG")]
+def stores(code: list[Instruction]) -> list[str]:
+    """The opcodes of the stores to global memory in code: STG, and generic ST."""
+    return [ins.opcode for ins in code if re.match(r"STG?\.", ins.opcode)]
 
 
 def access_bits(opcode: str) -> int:
