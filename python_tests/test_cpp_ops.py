@@ -120,6 +120,19 @@ def test_perturb_many_small_tensors_of_mixed_dtypes(adaptive):
     assert_bitwise_equal(backups, originals, f"backups, seed {seed}")
 
 
+def test_perturb_names_scales_on_another_device_and_changes_nothing():
+    gen, _ = fresh_generator()
+    params = randn([7, 33], [torch.float32], gen)
+    grads = randn([7, 33], [torch.float32], gen)
+    originals = [p.clone() for p in params]
+    backups = nan_like(params)
+    scales = torch.rand(len(params), generator=gen).to("meta")
+    with pytest.raises(ValueError, match=r"scales is on meta but the tensors are on cpu.*\.to"):
+        C.perturb_(params, grads, backups, scales, False)
+    assert_bitwise_equal(params, originals, "params")
+    assert all(b.isnan().all() for b in backups)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_restore_is_bit_exact(dtype):
     gen, seed = fresh_generator()
