@@ -125,14 +125,18 @@ struct Chunk {
   int64_t end;
 };
 
+__device__ __forceinline__ Chunk chunk_of_block(const TensorTable& table) {
+  const int64_t t = table.block_tensor(blockIdx.x);
+  const int64_t begin = table.block_chunk(blockIdx.x) * kChunkElements;
+  return {t, begin, min(begin + kChunkElements, table.numel(t))};
+}
+
 // Runs op(table, chunk) once per block. The ops read the tensor's pointers and scalars from the
 // tables once, into locals, then walk the chunk with `transform`: read per element inside the
 // loop, they were reloaded for every element, since the stores might alias the tables.
 template <typename Op>
 __global__ void __launch_bounds__(kThreads) for_each_chunk_kernel(TensorTable table, Op op) {
-  const int64_t t = table.block_tensor(blockIdx.x);
-  const int64_t begin = table.block_chunk(blockIdx.x) * kChunkElements;
-  op(table, Chunk{t, begin, min(begin + kChunkElements, table.numel(t))});
+  op(table, chunk_of_block(table));
 }
 
 template <typename Op>
@@ -226,9 +230,11 @@ struct Streams {
       return static_cast<int>(reinterpret_cast<uintptr_t>(p) % kAccessBytes);
     };
     int first = offset(in[0]);
+#pragma unroll
     for (int s = 1; s < kIn; ++s) {
       first = offset(in[s]) == first ? first : -1;
     }
+#pragma unroll
     for (int s = 0; s < kOut; ++s) {
       first = offset(out[s]) == first ? first : -1;
     }
