@@ -2,10 +2,12 @@
 // per chunk, and a single launch covers them all. The host writes one int64 table (pointers,
 // sizes, the block -> (tensor, chunk) map) and copies it to the device from pinned memory, so
 // the number of tensors per launch is unbounded and nothing is packed into kernel arguments.
+// `transform` walks one block's chunk in 16-byte accesses (csrc/README.md, CUDA memory access).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
