@@ -70,6 +70,13 @@ at::Tensor grad_sqnorms(TensorList grads, std::optional<TensorList> weights) {
 
 bool perturb(const TensorList& params, const TensorList& grads, const TensorList& backups,
              const at::Tensor& scales, bool adaptive) {
+  // The kernels read scales where the tensors are: a CPU table for CUDA tensors would be a host
+  // pointer dereferenced on the device.
+  if (!params.empty() && scales.device() != params[0].device()) {
+    throw std::invalid_argument("perturb_: scales is on " + scales.device().str() +
+                                " but the tensors are on " + params[0].device().str() +
+                                ": pass scales on the tensors' device (scales.to(device))");
+  }
   if (!laid_out_alike({&params, &grads, &backups}) || scales.scalar_type() != at::kFloat ||
       scales.numel() != static_cast<int64_t>(params.size())) {
     return false;

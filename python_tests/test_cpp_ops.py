@@ -45,6 +45,19 @@ def test_grad_sqnorms_is_deterministic_across_thread_counts():
         assert torch.equal(bits(r), bits(results[0]))
 
 
+def test_perturb_names_scales_on_another_device_and_changes_nothing():
+    gen, _ = fresh_generator()
+    params = randn([7, 33], [torch.float32], gen)
+    grads = randn([7, 33], [torch.float32], gen)
+    originals = [p.clone() for p in params]
+    backups = nan_like(params)
+    scales = torch.rand(len(params), generator=gen).to("meta")
+    with pytest.raises(ValueError, match=r"scales is on meta but the tensors are on cpu.*\.to"):
+        C.perturb_(params, grads, backups, scales, False)
+    assert_bitwise_equal(params, originals, "params")
+    assert all(b.isnan().all() for b in backups)
+
+
 def test_layouts_the_loops_do_not_take_are_declined_and_run_on_the_reference():
     gen, _ = fresh_generator()
     param = torch.randn(4, 6, 5, 5, generator=gen).to(memory_format=torch.channels_last)

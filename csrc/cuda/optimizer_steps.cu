@@ -7,47 +7,68 @@
 namespace slsam::cuda {
 namespace {
 
-// Lists: 0 params, 1 grads, 2 backups, 3 exp_avg, 4 exp_avg_sq.
+// Lists: 0 params, 1 grads, 2 backups, 3 exp_avg, 4 exp_avg_sq. Streams in: backup, g, m, v;
+// out: w, m, v. The moments are stored as the CPU loops store them (`stored`).
 template <typename T>
 struct AdamStep {
   const AdamScalars* scalars;
 
-  __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
-    const AdamScalars& s = scalars[table.position(t)];
-    T* w = table.ptr<T>(0, t);
-    const float backup = static_cast<float>(table.ptr<const T>(2, t)[i]);
-    const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
-    T& m_ref = table.ptr<T>(3, t)[i];
-    T& v_ref = table.ptr<T>(4, t)[i];
-    float m = static_cast<float>(m_ref);
-    float v = static_cast<float>(v_ref);
+  __device__ void operator()(const TensorTable& table, const Chunk& chunk) const {
+    const int64_t t = chunk.tensor;
+    const AdamScalars s = scalars[table.position(t)];
+    T* m = table.ptr<T>(3, t);
+    T* v = table.ptr<T>(4, t);
+    const Streams<T, 4, 3> streams{{table.ptr<const T>(2, t), table.ptr<const T>(1, t), m, v},
+                                   {table.ptr<T>(0, t), m, v}};
     with_adam_flags(s, [&]<bool kL2, bool kSmall, bool kRoundOnce, bool kPrescale>() {
-      w[i] = from_float<T>(adam_element<T, kL2, kSmall, kRoundOnce, kPrescale>(backup, g, m, v, s));
+      transform(chunk, streams, [&](const T (&in)[4], T (&out)[3]) {
+        float m_i = static_cast<float>(in[2]);
+        float v_i = static_cast<float>(in[3]);
+        out[0] = from_float<T>(adam_element<T, kL2, kSmall, kRoundOnce, kPrescale>(
+            static_cast<float>(in[0]), static_cast<float>(in[1]), m_i, v_i, s));
+        out[1] = stored<T, kRoundOnce>(m_i);
+        out[2] = stored<T, kRoundOnce>(v_i);
+      });
     });
-    m_ref = from_float<T>(m);
-    v_ref = from_float<T>(v);
   }
 };
 
-// Lists: 0 params, 1 grads, 2 backups, 3 momentum buffers (null without momentum).
+// Lists: 0 params, 1 grads, 2 backups, 3 momentum buffers (null without momentum). Streams in:
+// backup, g, and the buffer where the step reads it; out: w, and the buffer with momentum.
 template <typename T>
 struct SgdStep {
   const SgdScalars* scalars;
 
-  __device__ void operator()(const TensorTable& table, int64_t t, int64_t i) const {
-    const SgdScalars& s = scalars[table.position(t)];
-    T* buffer = table.ptr<T>(3, t);
+  __device__ void operator()(const TensorTable& table, const Chunk& chunk) const {
+    const int64_t t = chunk.tensor;
+    const SgdScalars s = scalars[table.position(t)];
     T* w = table.ptr<T>(0, t);
-    const float backup = static_cast<float>(table.ptr<const T>(2, t)[i]);
-    const float g = static_cast<float>(table.ptr<const T>(1, t)[i]);
+    const T* g = table.ptr<const T>(1, t);
+    const T* backup = table.ptr<const T>(2, t);
+    T* buffer = table.ptr<T>(3, t);
     with_sgd_flags(s, buffer != nullptr,
                    [&]<bool kDecay, bool kMomentum, bool kFirst, bool kNesterov>() {
-                     float b = kMomentum && !kFirst ? static_cast<float>(buffer[i]) : 0.0f;
-                     w[i] = from_float<T>(
-                         sgd_element<T, kDecay, kMomentum, kFirst, kNesterov>(backup, g, b, s));
-                     if constexpr (kMomentum) {
-                       buffer[i] = from_float<T>(b);
+                     constexpr bool kReadsBuffer = kMomentum && !kFirst;
+                     constexpr int kIn = kReadsBuffer ? 3 : 2;
+                     constexpr int kOut = kMomentum ? 2 : 1;
+                     Streams<T, kIn, kOut> streams{{backup, g}, {w}};
+                     if constexpr (kReadsBuffer) {
+                       streams.in[2] = buffer;
                      }
+                     if constexpr (kMomentum) {
+                       streams.out[1] = buffer;
+                     }
+                     transform(chunk, streams, [&](const T (&in)[kIn], T (&out)[kOut]) {
+                       float b = 0.0f;
+                       if constexpr (kReadsBuffer) {
+                         b = static_cast<float>(in[2]);
+                       }
+                       out[0] = from_float<T>(sgd_element<T, kDecay, kMomentum, kFirst, kNesterov>(
+                           static_cast<float>(in[0]), static_cast<float>(in[1]), b, s));
+                       if constexpr (kMomentum) {
+                         out[1] = from_representable<T>(b);
+                       }
+                     });
                    });
   }
 };
@@ -76,7 +97,7 @@ void adam_restore_step_(const TensorList& params, const TensorList& grads,
         numels_of(params, positions), positions, device);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf,
                                     params[positions[0]].scalar_type(), "adam", [&] {
-                                      for_each_element(table, AdamStep<scalar_t>{rows});
+                                      for_each_chunk(table, AdamStep<scalar_t>{rows});
                                     });
   }
 }
@@ -100,7 +121,7 @@ void sgd_restore_step_(const TensorList& params, const TensorList& grads,
         numels_of(params, positions), positions, device);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf,
                                     params[positions[0]].scalar_type(), "sgd", [&] {
-                                      for_each_element(table, SgdStep<scalar_t>{rows});
+                                      for_each_chunk(table, SgdStep<scalar_t>{rows});
                                     });
   }
 }

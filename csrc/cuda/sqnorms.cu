@@ -8,22 +8,26 @@
 namespace slsam::cuda {
 namespace {
 
-// Fixed thread -> element mapping and a fixed reduction tree: the same inputs always give the
+// Each thread adds the squares of the elements `transform` deals it, in its order, then a fixed
+// reduction tree: the same inputs, at the same offset from a 16-byte boundary, always give the
 // same bits.
 template <typename T, bool kWeighted>
-__global__ void chunk_sqnorm_kernel(TensorTable table, float* partials) {
-  const int64_t t = table.block_tensor(blockIdx.x);
-  const int64_t begin = table.block_chunk(blockIdx.x) * kChunkElements;
-  const int64_t end = min(begin + kChunkElements, table.numel(t));
-  const T* g = table.ptr<const T>(0, t);
+__global__ void __launch_bounds__(kThreads) chunk_sqnorm_kernel(TensorTable table, float* partials) {
+  const Chunk chunk = chunk_of_block(table);
+  constexpr int kIn = kWeighted ? 2 : 1;
+  Streams<T, kIn, 0> streams{};
+  streams.in[0] = table.ptr<const T>(0, chunk.tensor);
+  if constexpr (kWeighted) {
+    streams.in[1] = table.ptr<const T>(1, chunk.tensor);
+  }
   float acc = 0.0f;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    float x = static_cast<float>(g[i]);
+  transform(chunk, streams, [&](const T (&in)[kIn], T (&)[1]) {
+    float x = static_cast<float>(in[0]);
     if constexpr (kWeighted) {
-      x *= static_cast<float>(table.ptr<const T>(1, t)[i]);
+      x *= static_cast<float>(in[1]);
     }
     acc += x * x;
-  }
+  });
   for (int offset = 16; offset > 0; offset /= 2) {
     acc += __shfl_down_sync(0xffffffffu, acc, offset);
   }
