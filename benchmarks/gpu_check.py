@@ -74,8 +74,8 @@ def require_backends(names: tuple[str, ...]) -> str:
 
 def bench_output(out: Path) -> list[str]:
     """benchmarks.run's flags that put its files into ``out`` as ``bench.*``: rows in
-    bench.jsonl as they finish, then bench.json and bench.md (no chart: ``report.draw_chart`` draws
-    it from bench.json later, and the file count is limited)."""
+    bench.jsonl as they finish, then bench.json and bench.md (no chart: the file count is
+    limited, and ``report.draw_chart`` draws it from bench.json later)."""
     return ["--out", str(out), "--stem", "bench", "--label", "gpu-check", "--no-chart"]
 
 
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(chosen))
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    (out / "tests.jsonl").unlink(missing_ok=True)  # the tests step's pytest runs append to it
     print(f"output: {out}", flush=True)
     outcomes: list[Outcome] = []
     for i, step in enumerate(chosen, 1):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check, pytest_outcomes, timed_steps
+from benchmarks import gpu_check, pytest_outcomes, report, timed_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("info", "build", "tests", "bench")
@@ -179,8 +179,26 @@ def test_a_killed_pytest_run_still_gives_its_counts(tmp_path):
     )
 
 
+def test_the_run_log_reads_back_what_a_kill_left(tmp_path):
+    log = report.RunLog(report.partial_path(tmp_path, "bench"))
+    log.add("meta", {"device": "cpu"})
+    log.add("kernel_row", {"op": "grad_sqnorms", "method": "reference"})
+    log.add("e2e", {"config": "tiny", "rows": []})
+    with log.path.open("a") as f:  # a kill in the middle of a write
+        f.write('{"kernel_row": {"op": "perturb_+ba')
+    run = report.read_partial(log.path)
+    assert run == {
+        "meta": {"device": "cpu"},
+        "kernel_rows": [{"op": "grad_sqnorms", "method": "reference"}],
+        "e2e": [{"config": "tiny", "rows": []}],
+        "memory": [],
+    }
+    log.finish()
+    assert not log.path.exists()
+
+
 def _kernel_rows(path: Path) -> list[dict]:
-    return [json.loads(line)["kernel_row"] for line in path.read_text().splitlines()[1:]]
+    return report.read_partial(path)["kernel_rows"]
 
 
 @pytest.mark.slow
