@@ -81,8 +81,8 @@ def bench_output(out: Path) -> list[str]:
 
 def plan(out: Path, rehearse: bool = False) -> list[Step]:
     """The four steps, their commands and time limits (8 minutes in all). ``rehearse``: the
-    same steps on a CPU without the CUDA parts (no nvidia-smi or nvcc, no build, Triton in its
-    interpreter, the benchmark at tiny sizes)."""
+    same steps on a CPU without the CUDA parts (no nvidia-smi or nvcc, no build, the tests'
+    Triton kernels in its interpreter, the benchmark at tiny sizes without Triton)."""
     py = sys.executable
     jobs = str(os.cpu_count() or 1)
     outcomes = ["-p", "benchmarks.pytest_outcomes", "--outcomes-jsonl", str(out / "tests.jsonl")]
@@ -129,7 +129,7 @@ def plan(out: Path, rehearse: bool = False) -> list[Step]:
             "GPT-2 small end to end (6 model builds, 4 methods x 13 steps): ~30 s. Each case's "
             "rows land in bench.jsonl as it ends",
             [[py, "-m", "benchmarks.run", "--quick", *bench, *bench_output(out)]],
-            {"PYTHONPATH": str(ROOT), **triton_env},
+            {"PYTHONPATH": str(ROOT)},  # rehearsed without the interpreter's Triton rows: slow
         ),
     ]
 

@@ -72,7 +72,7 @@ def test_the_rehearsal_is_the_same_steps_without_the_cuda_parts():
     commands = [c for s in steps for c in s.commands]
     assert not [c for c in commands if c[0] in ("nvidia-smi", "nvcc") or "pip" in c]
     assert steps[2].commands == gpu[2].commands
-    assert steps[2].env["TRITON_INTERPRET"] == steps[3].env["TRITON_INTERPRET"] == "1"
+    assert steps[2].env["TRITON_INTERPRET"] == "1" and "TRITON_INTERPRET" not in steps[3].env
     assert "--device" in steps[3].commands[0] and "--tiny" not in steps[3].commands[0]
 
 
@@ -210,7 +210,7 @@ def test_the_rehearsal_keeps_what_killed_steps_wrote(tmp_path, monkeypatch, caps
     pytest.importorskip("transformers")
     lists = ",".join(f"grid:12x{777 + i}" for i in range(40))
     monkeypatch.setattr(gpu_check, "TINY_BENCH", [*gpu_check.TINY_BENCH, "--lists", lists])
-    for limit in (45, 90, 180):
+    for limit in (30, 60, 120):
         out = tmp_path / str(limit)
         args = ["--rehearse", "--out", str(out), "--steps", "tests,bench"]
         code = gpu_check.main([*args, "--limit", f"tests={limit}", "--limit", f"bench={limit}"])
