@@ -106,7 +106,7 @@ def plan(out: Path, rehearse: bool = False) -> list[Step]:
             f"MAX_JOBS={jobs} they compile in parallel, so about the slowest nvcc unit (~1 min) "
             "plus pip and the link; without ninja they compile one at a time and may not fit",
             [*build, [py, "-m", "slsam_kernels", "info"], [py, "-c", require_backends(needed)]],
-            {"SLSAM_CUDA_ARCH": CUDA_ARCH, "MAX_JOBS": jobs},
+            {"SLSAM_CUDA_ARCH": CUDA_ARCH, "MAX_JOBS": jobs, **triton_env},
         ),
         Step(
             "tests",
