@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := dataset-fashion-mnist
 
-.PHONY: setup data demo evaluate test lint bench gpu-check mutation
+.PHONY: setup data demo evaluate test test-triton36 lint bench gpu-check mutation
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,16 +33,39 @@ evaluate: setup data
 test: setup data
 	$(PY) -m pytest python_tests -q
 
+# The Triton interpreter tests under triton 3.6, the GPU machine's version (CI runs triton 3.9
+# in $(VENV)), in a venv of their own: torch 2.13 (CPU), triton 3.6.0 and numpy < 2.4 (triton
+# 3.6's interpreter holds a scalar as a one-element array, and numpy 2.4 no longer turns those
+# into Python ints: `only 0-dimensional arrays can be converted` at a kernel's `range()`).
+# The package comes from the checkout (pyproject's pythonpath), with the extension `make test`
+# built where it exists. The two `slow` Triton tests (a 4096-arm bandit, a robust trajectory)
+# run under triton 3.9 only, to keep CI short.
+TRITON36_VENV ?= .venv-triton36
+$(TRITON36_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON36_VENV)
+	$(TRITON36_VENV)/bin/python -m pip install -q torch==2.13.0 triton==3.6.0 "numpy<2.4" "pytest>=8"
+	touch $@
+
+test-triton36: $(TRITON36_VENV)/.installed
+	$(TRITON36_VENV)/bin/python -m pytest python_tests -q -m "triton and not slow" -p no:cacheprovider
+
 # The benchmark suite's default preset for this machine (10-15 min on an idle 2-core CPU);
 # BENCH_ARGS=--quick for a smoke run, --full for everything. Results: benchmarks/results/.
 bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
-# One prepared check of the Triton and CUDA code on an H100/H200 (about 8 minutes; see
+# One prepared check of the Triton and CUDA code on an H100/H200 (8 minutes at most; see
 # benchmarks/README.md): make gpu-check OUT=dir. The machine's $(PYTHON), no venv (the GPU
-# machine has none). DRY_RUN=1 prints the steps and their time budgets and runs nothing.
-gpu-check:
-	$(PYTHON) -m benchmarks.gpu_check $(if $(filter-out 0,$(DRY_RUN)),--dry-run) $(if $(OUT),--out $(OUT))
+# machine has none). DRY_RUN=1 prints the steps and their time limits and runs nothing.
+# REHEARSE=1: the same steps here on the CPU, in $(VENV), CUDA parts left out (OUT defaults to
+# a new temporary folder). GPU_CHECK_ARGS: more flags, e.g. --steps bench --limit bench=30.
+# A dry run installs nothing.
+REHEARSING := $(filter-out 0,$(REHEARSE))
+DRY := $(filter-out 0,$(DRY_RUN))
+gpu-check: $(if $(REHEARSING),$(if $(DRY),,setup))
+	$(if $(REHEARSING),$(PY),$(PYTHON)) -m benchmarks.gpu_check \
+		$(if $(DRY),--dry-run) $(if $(REHEARSING),--rehearse) \
+		$(if $(OUT),--out $(OUT)) $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -15,10 +15,12 @@ import os
 import shutil
 import sys
 
+import setuptools
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = "csrc"
+LICENSE = "Apache-2.0"
 # Why the extension is missing, for `python -m slsam_kernels info` (read by backends/cpp/loader.py).
 BUILD_STATUS = os.path.join("slsam_kernels", "_C_build_error.txt")
 # -ffp-contract=off / --fmad=false: no fused multiply-add, so the kernels round like torch's
@@ -102,5 +104,12 @@ def _optional(command: type[build_ext]) -> type[build_ext]:
     return OptionalBuildExt
 
 
+def _license() -> dict[str, str]:
+    """Apache-2.0 as an SPDX expression (PEP 639) where setuptools takes one (>= 77), else as
+    the older free-text field: the GPU machine builds with whatever setuptools it has."""
+    modern = int(setuptools.__version__.split(".")[0]) >= 77
+    return {"license_expression" if modern else "license": LICENSE}
+
+
 ext_modules, cmdclass = _extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(ext_modules=ext_modules, cmdclass=cmdclass, **_license())

@@ -136,7 +136,7 @@ def markdown(run: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def chart(run: dict[str, Any], path: Path) -> bool:
+def draw_chart(run: dict[str, Any], path: Path) -> bool:
     """Time per step per method (end to end) and GB/s per kernel against the copy floor.
     Returns False when matplotlib is missing."""
     try:
@@ -187,17 +187,61 @@ def chart(run: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def partial_path(directory: Path, stem: str) -> Path:
+    """The JSON-lines file that holds a run's records while it runs (see ``RunLog``)."""
+    return directory / f"{stem}.jsonl"
+
+
+class RunLog:
+    """The run so far, one JSON line per record the moment it is measured: ``{"meta": ...}``,
+    then ``{"kernel_row": ...}`` per method of each case, ``{"e2e": ...}`` per end-to-end model
+    and ``{"memory": [...]}``. A run killed part-way keeps every case it finished
+    (``read_partial`` reads them back); a finished run's .json holds all of it, so ``finish``
+    removes the file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("w", buffering=1)  # line-buffered: each record lands at once
+
+    def add(self, kind: str, data: Any) -> None:
+        self._file.write(json.dumps({kind: data}, default=str) + "\n")
+
+    def finish(self) -> None:
+        self._file.close()
+        self.path.unlink()
+
+
+def read_partial(path: Path) -> dict[str, Any]:
+    """The run dict (as ``write`` takes it) of what a ``RunLog`` holds; a last line cut short
+    by a kill is left out."""
+    run: dict[str, Any] = {"meta": None, "kernel_rows": [], "e2e": [], "memory": []}
+    for line in path.read_text().splitlines():
+        try:
+            [(kind, data)] = json.loads(line).items()
+        except ValueError:
+            continue
+        if kind == "kernel_row":
+            run["kernel_rows"].append(data)
+        elif kind == "e2e":
+            run["e2e"].append(data)
+        else:
+            run[kind] = data
+    return run
+
+
 def output_paths(directory: Path, stem: str) -> list[Path]:
     """The JSON, Markdown and PNG files a run writes."""
     return [directory / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
 
 
-def write(run: dict[str, Any], directory: Path, stem: str) -> list[Path]:
+def write(run: dict[str, Any], directory: Path, stem: str, chart: bool = True) -> list[Path]:
+    """Write the run's JSON, Markdown and (``chart``, matplotlib installed) PNG; their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = output_paths(directory, stem)
     png = paths.pop()
     paths[0].write_text(json.dumps(run, indent=1, default=str) + "\n")
     paths[1].write_text(markdown(run))
-    if chart(run, png):
+    if chart and draw_chart(run, png):
         paths.append(png)
     return paths

@@ -1,4 +1,5 @@
 """Run the benchmark suite and write JSON, Markdown and a PNG chart into benchmarks/results/.
+While it runs, every finished case is in ``DATE-DEVICE[-PRESET].jsonl`` (see ``report.RunLog``).
 
     PYTHONPATH=. python -m benchmarks.run            # default preset for this device
     PYTHONPATH=. python -m benchmarks.run --quick    # a smoke run (1-2 min on a CPU)
@@ -21,6 +22,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-kernels", action="store_true", help="skip the kernel and step rows")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory breakdown")
+    p.add_argument(
+        "--no-chart",
+        action="store_true",
+        help="skip the PNG (report.draw_chart draws it from the .json)",
+    )
     return p.parse_args(argv)
 
 
@@ -202,7 +209,10 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def kernel_rows(preset: Preset, device: torch.device, log) -> list[dict[str, Any]]:
+def kernel_rows(
+    preset: Preset, device: torch.device, log, finished: Callable[[list[dict[str, Any]]], None]
+) -> list[dict[str, Any]]:
+    """Every case's rows; ``finished`` gets each case's rows as soon as they are measured."""
     rows: list[dict[str, Any]] = []
     plan = [(label, preset.dtypes, True) for label in preset.lists]
     plan += [(label, ["fp32"], False) for label in preset.extra_lists]
@@ -233,7 +243,9 @@ def kernel_rows(preset: Preset, device: torch.device, log) -> list[dict[str, Any
                 else:
                     case = KERNEL_OPS[op](w, device)
                 case.interleave = case.interleave and not big
-                rows += run_case(case, preset.rounds, device)
+                case_rows = run_case(case, preset.rounds, device)
+                finished(case_rows)
+                rows += case_rows
                 del case
                 _free(device)
             log(f"{label} {dtype}: {len(cases)} cases in {time.perf_counter() - start:.0f} s")
@@ -243,7 +255,9 @@ def kernel_rows(preset: Preset, device: torch.device, log) -> list[dict[str, Any
         for label in preset.bar_lists:
             for dtype in preset.dtypes:
                 w = build(label, dtype, 1.0, device)
-                rows += run_case(bar_step_case(w, device), preset.rounds, device)
+                case_rows = run_case(bar_step_case(w, device), preset.rounds, device)
+                finished(case_rows)
+                rows += case_rows
                 del w
                 _free(device)
     return rows
@@ -307,15 +321,24 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
     )
     out = args.out or run_folder(RESULTS, _device_tag(meta["device_name"], device), name)
     try:
-        refuse_to_overwrite(report.output_paths(out, stem), args.force)
+        refuse_to_overwrite(
+            [*report.output_paths(out, stem), report.partial_path(out, stem)], args.force
+        )
     except FileExistsError as exc:
         raise SystemExit(f"error: {exc}") from None
     bandwidth = stream_bandwidth(device, preset.copy_mib * 2**20)
     meta["copy_gbps"] = bandwidth["copy"] / 1e9
     meta["triad_gbps"] = bandwidth["triad"] / 1e9
     log(f"copy_ {meta['copy_gbps']:.1f} GB/s, triad {meta['triad_gbps']:.1f} GB/s; {preset}")
-    rows = [] if args.no_kernels else kernel_rows(preset, device, log)
-    report.add_speedups(rows, meta["copy_gbps"])
+    partial = report.RunLog(report.partial_path(out, stem))
+    partial.add("meta", meta)
+
+    def finished(case_rows: list[dict[str, Any]]) -> None:
+        report.add_speedups(case_rows, meta["copy_gbps"])  # per case, as the rows are
+        for row in case_rows:
+            partial.add("kernel_row", row)
+
+    rows = [] if args.no_kernels else kernel_rows(preset, device, log, finished)
     results = []
     if not args.no_e2e:
         for config in preset.e2e:
@@ -329,13 +352,16 @@ def _run(args: argparse.Namespace, device: torch.device, argv: list[str] | None)
                     log=log,
                 )
             )
+            partial.add("e2e", results[-1])
     memory = []
     if not args.no_memory and device.type == "cpu":
         memory = memory_breakdown.run(preset.memory_models, device, log=log)
+        partial.add("memory", memory)
     meta["seconds"] = round(time.perf_counter() - started, 1)
     run = {"meta": meta, "kernel_rows": rows, "e2e": results, "memory": memory}
-    for path in report.write(run, out, stem):
+    for path in report.write(run, out, stem, chart=not args.no_chart):
         log(f"wrote {path}")
+    partial.finish()
     failed = [r for r in rows if not r.get("verified")]  # "n/a" rows were never compared
     for r in failed:
         log(f"not verified, untimed: {r['op']} {r['workload']} {r['dtype']}: {r['error']}")

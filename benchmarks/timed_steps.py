@@ -27,12 +27,14 @@ class Step:
 
 @dataclass
 class Outcome:
-    """How a step ended: ``ok``, ``failed (...)`` or ``timeout``."""
+    """How a step ended: ``ok``, ``failed (...)`` or ``timeout``; ``result``: what it left,
+    in a few words (e.g. the test counts), filled in by the caller."""
 
     step: Step
     status: str
     seconds: float
     log: Path
+    result: str = ""
 
 
 def _run_one(command: list[str], log, env: dict[str, str], cwd: Path, timeout: float) -> str:
@@ -64,8 +66,9 @@ def _run_one(command: list[str], log, env: dict[str, str], cwd: Path, timeout: f
 
 def run_step(step: Step, log_path: Path, cwd: Path) -> Outcome:
     """Every command of ``step`` under its one deadline; the first failure is its status."""
-    env = {**os.environ, **step.env}
-    env.pop("TRITON_INTERPRET", None)  # on a GPU the kernels must compile, not be interpreted
+    # On a GPU the kernels must compile, not be interpreted: only a step's own env sets this.
+    inherited = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {**inherited, **step.env}
     start = time.perf_counter()
     status = "ok"
     with log_path.open("wb") as log:
@@ -100,12 +103,14 @@ def tail(path: Path, lines: int) -> str:
 
 
 def summary(outcomes: list[Outcome]) -> str:
-    """A Markdown table: step, status, seconds, budget, and the totals."""
-    rows = ["| step | status | seconds | budget s |", "| --- | --- | ---: | ---: |"]
+    """A Markdown table: step, status, seconds, budget, result, and the totals."""
+    rows = ["| step | status | seconds | budget s | result |", "| --- | --- | ---: | ---: | --- |"]
     for o in outcomes:
-        rows.append(f"| {o.step.name} | {o.status} | {o.seconds:.1f} | {o.step.budget_s} |")
+        rows.append(
+            f"| {o.step.name} | {o.status} | {o.seconds:.1f} | {o.step.budget_s} | {o.result} |"
+        )
     total = sum(o.seconds for o in outcomes)
     budget = sum(o.step.budget_s for o in outcomes)
     failed = sum(o.status != "ok" for o in outcomes)
-    rows.append(f"| total | {failed} not ok | {total:.1f} | {budget} |")
+    rows.append(f"| total | {failed} not ok | {total:.1f} | {budget} | |")
     return "\n".join(rows)

@@ -11,7 +11,10 @@ import os
 import platform
 import shutil
 
-OPTIONAL = ("triton", "pytest", "transformers", "pytorch-optimizer", "matplotlib", "numpy")
+# setuptools: pyproject.toml's license needs >= 77 unless setup.py's fallback applies
+OPTIONAL = (
+    "triton", "setuptools", "pytest", "numpy", "transformers", "pytorch-optimizer", "matplotlib",
+)  # fmt: skip
 
 
 def _version(dist: str) -> str:

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import setuptools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +56,14 @@ def test_the_sdist_ships_every_extension_source(sdist):
 def test_the_build_raises_no_setuptools_deprecation_warning(sdist):
     _, output = sdist
     assert "SetuptoolsDeprecationWarning" not in output, output[-4000:]
+
+
+def test_the_license_is_in_the_metadata(sdist):
+    """setup.py sets it (pyproject.toml lists it as dynamic): as an SPDX expression where
+    setuptools >= 77 takes one, else as the older free-text field."""
+    path, _ = sdist
+    with tarfile.open(path) as archive:
+        [info] = [m for m in archive.getmembers() if m.name.endswith("/PKG-INFO")][:1]
+        metadata = archive.extractfile(info).read().decode()
+    field = "License-Expression" if int(setuptools.__version__.split(".")[0]) >= 77 else "License"
+    assert f"\n{field}: Apache-2.0\n" in metadata, metadata[:2000]
