@@ -110,7 +110,7 @@ def param_groups_of(params: Any) -> list[dict[str, Any]]:
     return groups
 
 
-def _positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
+def positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
     """``("parameter j of group i", tensor)`` for every tensor, in param-group order."""
     return [
         (f"parameter {j} of group {i}", p)
@@ -122,7 +122,7 @@ def _positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
 def _check_each_tensor_once(groups: list[dict[str, Any]]) -> None:
     """A tensor listed twice would be perturbed (and stepped) twice."""
     first_seen: dict[int, str] = {}
-    for where, p in _positions(groups):
+    for where, p in positions(groups):
         if id(p) in first_seen:
             raise ValueError(
                 f"{where} is the same tensor as {first_seen[id(p)]}: list each tensor once "
@@ -133,7 +133,7 @@ def _check_each_tensor_once(groups: list[dict[str, Any]]) -> None:
 
 def _check_tensor_kinds(groups: list[dict[str, Any]]) -> None:
     """Dense, real floating-point tensors only, the same rule for every backend."""
-    for where, p in _positions(groups):
+    for where, p in positions(groups):
         if p.is_complex():
             raise TypeError(
                 f"{where} is complex ({p.dtype}): the sharpness-aware optimizers take real "

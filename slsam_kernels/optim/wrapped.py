@@ -13,6 +13,7 @@ from .. import ops
 from . import distributed
 from .checkpoint import check_state_dict
 from .checks import check_base_optimizer, check_max_grad_norm, param_groups_of
+from .release import check_flags_free
 from .warn import user_stacklevel
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s, so both clip alike
@@ -39,6 +40,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
         check_base_optimizer(base_optimizer)
         check_max_grad_norm(max_grad_norm)
         groups = param_groups_of(params)
+        check_flags_free(groups, type(self).__name__)
         device = groups[0]["params"][0].device
         self._ops = ops.bind(backend, device)
         self._sharded = distributed.is_sharded([p for g in groups for p in g["params"]])
