@@ -60,6 +60,8 @@ class BAR(WrappedOptimizer):
     unscaled) or ``scaler.step(opt)``, then ``scaler.update()``.
     """
 
+    _checkpoint_kind = "BAR"
+
     def __init__(
         self,
         params: Any,

@@ -31,6 +31,8 @@ class RST(SharpnessAwareOptimizer):
     ``last_step_was_sam`` tells which kind the last step was.
     """
 
+    _checkpoint_kind = "RST"
+
     def __init__(
         self,
         params: Any,

@@ -84,6 +84,8 @@ class SLSAM(SharpnessAwareOptimizer):
             least ``gamma * sample_ratio``. None takes 0.1; the paper rule takes none.
     """
 
+    _checkpoint_kind = "SLSAM"
+
     def __init__(
         self,
         params: Any,
