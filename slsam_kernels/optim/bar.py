@@ -102,6 +102,15 @@ class BAR(WrappedOptimizer):
         #: Steps taken (skipped ones not counted): the schedule's ``t`` for the next step.
         self.steps_taken = 0
 
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **super()._settings(),
+            "pairs": len(self.pairs),
+            "mu": self.mu,
+            "variant": self.variant,
+            "schedule": self.schedule,
+        }
+
     def coefficient(self) -> float:
         """``a = mu * s(t)`` for the next step."""
         value = self.schedule(self.steps_taken)

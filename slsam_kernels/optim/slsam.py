@@ -112,6 +112,8 @@ class SLSAM(SharpnessAwareOptimizer):
         )
         check_unit_interval("p_min", p_min, include_zero=False)
         check_seed(seed)
+        #: The seed of the draws (None: a fresh one was drawn).
+        self.seed = seed
         super().__init__(
             params,
             base_optimizer,
@@ -167,6 +169,24 @@ class SLSAM(SharpnessAwareOptimizer):
                 "no parameter requires grad, so SL-SAM has no arms: unfreeze the tensors to "
                 "train before building the optimizer"
             )
+
+    def _settings(self) -> dict[str, Any]:
+        settings = {
+            **super()._settings(),
+            "arms": self.num_arms,
+            "sample_ratio": self.sample_ratio,
+            "bandit": self.bandit,
+            "bandit_lr": self.bandit_lr,
+            "p_min": self.p_min,
+            "seed": self.seed,
+        }
+        if self.exploration is not None:
+            settings["exploration"] = self.exploration
+        if self._always_active:
+            settings["always_active"] = f"{len(self._always_active)} tensors"
+        if self.released:
+            settings["released"] = True
+        return settings
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Allowed only while the optimizer is being built: the arms are fixed after that."""

@@ -67,6 +67,20 @@ class WrappedOptimizer(torch.optim.Optimizer):
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Hook for subclasses: reject param groups before anything is built."""
 
+    def __repr__(self) -> str:
+        """torch's listing of the param groups, after this optimizer's own settings."""
+        head, _, groups = super().__repr__().partition("\n")
+        settings = "".join(f"\n    {key}: {value}" for key, value in self._settings().items())
+        return f"{head}\nSettings{settings}\n{groups}"
+
+    def _settings(self) -> dict[str, Any]:
+        """What :meth:`__repr__` shows besides the param groups; subclasses add theirs."""
+        return {
+            "base_optimizer": type(self.base_optimizer).__name__,
+            "backend": self.backend,
+            "max_grad_norm": self.max_grad_norm,
+        }
+
     def _share_base_state(self) -> None:
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state
