@@ -23,10 +23,15 @@ def check_base_optimizer(base_optimizer: Any) -> None:
         )
 
 
-def check_nonnegative_finite(name: str, value: Any) -> None:
-    """``value`` must be a real number, finite and >= 0."""
+def check_real(name: str, value: Any) -> None:
+    """``value`` must be a real number (an int or a float, not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+
+
+def check_nonnegative_finite(name: str, value: Any) -> None:
+    """``value`` must be a real number, finite and >= 0."""
+    check_real(name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
 
@@ -61,10 +66,11 @@ def check_scaler(scaler: Any) -> None:
 
 
 def check_unit_interval(name: str, value: Any, *, include_zero: bool) -> None:
-    """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false)."""
-    check_nonnegative_finite(name, value)
+    """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false); the error
+    names the interval whichever side it misses."""
+    check_real(name, value)
     low_ok = value >= 0 if include_zero else value > 0
-    if not (low_ok and value <= 1):
+    if not (low_ok and value <= 1):  # NaN fails both comparisons
         interval = "[0, 1]" if include_zero else "(0, 1]"
         raise ValueError(f"{name} must be in {interval}, got {value}")
 
