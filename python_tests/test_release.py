@@ -73,6 +73,19 @@ def test_a_collected_slsam_gives_the_flags_back(cycle):
     SAM(model.parameters(), torch.optim.AdamW, lr=1e-2)  # the flags are free again
 
 
+def test_an_slsam_dropped_in_a_reference_cycle_does_not_block_a_new_optimizer():
+    model = make_model()
+    opt = build(model.parameters())
+    opt.self_reference = opt  # as a trainer that wraps opt.step leaves it
+    gc.disable()  # only the check's own collection may free it
+    try:
+        del opt
+        SAM(model.parameters(), torch.optim.AdamW, lr=1e-2)
+    finally:
+        gc.enable()
+    assert all(flags(model))
+
+
 def test_a_released_slsam_refuses_to_step_sample_or_load():
     model = make_model()
     opt = build(model.parameters())

@@ -5,6 +5,7 @@ it would see the sampled flags, not the ones the user set."""
 
 from __future__ import annotations
 
+import gc
 import weakref
 from typing import Any
 
@@ -41,12 +42,20 @@ def _give_back(tensors: list[torch.Tensor]) -> None:
 
 def check_flags_free(groups: list[dict[str, Any]], kind: str) -> None:
     """No tensor of ``groups`` has its flag held by a live SLSAM."""
-    for where, p in positions(groups):
-        ref = _HELD.get(id(p))
-        if ref is not None and ref() is p:
+    held = [(where, p) for where, p in positions(groups) if _is_held(p)]
+    if held:
+        # An SLSAM the user dropped may live on in a reference cycle (an optimizer whose step
+        # a trainer wrapped, say) until the collector runs, which gives its flags back.
+        gc.collect()
+    for where, p in held:
+        if _is_held(p):
             raise ValueError(
                 f"{where} is an arm of a live SLSAM, which sets its requires_grad every step "
                 "(it freezes the inactive arms): call that SLSAM's release() (or delete it) "
-                f"before building a {kind} over it; release() makes every arm require grad "
-                "again"
+                f"before building this {kind}; release() makes every arm require grad again"
             )
+
+
+def _is_held(p: torch.Tensor) -> bool:
+    ref = _HELD.get(id(p))
+    return ref is not None and ref() is p
