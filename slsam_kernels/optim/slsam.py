@@ -223,21 +223,11 @@ class SLSAM(SharpnessAwareOptimizer):
                 f"so it cannot {action}: build a new SLSAM to train on"
             )
 
-    def step(  # type: ignore[override]
-        self,
-        closure: Callable[[], Any] | None = None,
-        scaler: torch.amp.GradScaler | None = None,
+    def _two_pass_step(
+        self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None
     ) -> Any:
-        """As :meth:`SharpnessAwareOptimizer.step`; refused after :meth:`release`."""
-        self._check_not_released("step")
-        return super().step(closure, scaler)
-
-    def first_step(
-        self, zero_grad: bool = False, scaler: torch.amp.GradScaler | None = None
-    ) -> None:
-        """As :meth:`SharpnessAwareOptimizer.first_step`; refused after :meth:`release`."""
-        self._check_not_released("step")
-        super().first_step(zero_grad, scaler)
+        self._check_not_released("step")  # before the closure runs
+        return super()._two_pass_step(closure, scaler)
 
     def _check_loadable(self) -> None:
         super()._check_loadable()
@@ -308,6 +298,7 @@ class SLSAM(SharpnessAwareOptimizer):
         return mask
 
     def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        self._check_not_released("step")  # first_step() asks first, before changing anything
         pairs = [
             (p, g)
             for g in self.param_groups
