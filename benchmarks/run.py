@@ -122,7 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a smoke run")
     size.add_argument("--full", action="store_true", help="every list, dtype and fraction")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="the torch device to benchmark on, e.g. cuda:1 (default: cuda if available, else cpu)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument(
         "--out",

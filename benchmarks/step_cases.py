@@ -187,10 +187,17 @@ def slsam_step_case(w: Workload, device: torch.device) -> Case:
     mask[w.active] = True
     s = w.fraction
     options = {**BASE_OPTIONS, "eps": adam_eps(w.dtype)}
+    built: list[SLSAM] = []  # an SLSAM holds the flags until the next method's reset
+
+    def reset() -> None:
+        while built:
+            built.pop().release()
+        _reset(w, snapshot)()
 
     def ours(backend: str, stats: _ActiveBytes):
         def setup():
             opt = SLSAM(w.params, BASE, sample_ratio=s, seed=0, backend=backend, **options)
+            built.append(opt)
             opt.sample(mask)
             return _two_pass_step(opt, w, stats), lambda _: [
                 *(p.data for p in w.params),
@@ -216,7 +223,7 @@ def slsam_step_case(w: Workload, device: torch.device) -> Case:
         methods.append(Method(label, role, ours(name, stats), stats.mean))
     stats = _ActiveBytes()
     methods.append(Method("authors-style SL-SAM", "baseline", authors(stats), stats.mean))
-    case = _case(w, "SL-SAM step", methods, _reset(w, snapshot), interleave=False)
+    case = _case(w, "SL-SAM step", methods, reset, interleave=False)
     case.notes = "bytes from the mean active set of the timed steps"
     # The bandit amplifies norm rounding: the reward's (n / p)^2 terms are ~1e5 here, so a
     # 1e-7 relative change in a norm (summation order) moves a probability by ~1e-4.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -170,3 +171,14 @@ def test_backup_sizing_compares_both_forms_over_the_same_active_sets():
     assert per_step["backups held at the end MiB"] == 0
     times = backup_sizing.step_times("tiny", steps=2, sample_ratio=0.2)
     assert set(times) == set(backup_sizing.FORMS) and min(times.values()) > 0
+
+
+def test_the_help_explains_every_option_and_shows_no_empty_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: )" not in text
+    assert re.search(r"--device DEVICE\s+the torch device to benchmark on", text)
+    assert re.search(r"--label LABEL\s+a line printed under the title, e.g. 'smoke'\n", text)

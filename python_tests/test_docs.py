@@ -87,3 +87,11 @@ def test_a_no_run_block_is_not_run(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("```python\nx = 1\n```\n\n```python no-run\nraise SystemExit\n```\n")
     assert [runs for _, _, runs in python_blocks(page)] == [True, False]
+
+
+def test_the_lightning_section_imports_the_package_its_extra_installs():
+    """Else the docs test skips the page wherever only the extra is installed."""
+    extra = re.search(r'^lightning = \["([\w.-]+)', (ROOT / "pyproject.toml").read_text(), re.M)
+    module = extra.group(1).replace("-", "_")  # the distribution's import name
+    section = (ROOT / "docs/training-frameworks.md").read_text().split("## PyTorch Lightning")[1]
+    assert BLOCK.search(section).group(2).startswith(f"import {module} as pl")

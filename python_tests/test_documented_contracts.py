@@ -211,7 +211,7 @@ def test_calls_between_first_and_second_step_are_rejected():
         pytest.param(
             lambda m: make_slsam(m, sample_ratio=-0.5),
             ValueError,
-            "^sample_ratio must be finite and >= 0",
+            r"^sample_ratio must be in \(0, 1\], got -0.5$",
             id="negative-sample-ratio",
         ),
         pytest.param(

@@ -294,7 +294,7 @@ def test_robust_variants_build_the_robust_bandit_with_module_arms_or_the_head_ke
             module_arms=v.module_arms,
         )
         built[name] = demo_train.build_optimizer("slsam", model, optim)
-        model.requires_grad_(True)
+        built[name].release()  # every arm trainable again for the next build
     assert all(opt.bandit == "robust" for opt in built.values())
     assert [opt.sample_ratio for opt in built.values()] == [0.2, 0.5, 0.2, 0.2]
     assert built["slsam-robust-0.2"].num_arms == 4

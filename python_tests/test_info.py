@@ -1,10 +1,13 @@
 """`python -m slsam_kernels info` reports versions, backends and the auto rule."""
 
+import os
+import re
 import subprocess
 import sys
 
 import torch
 
+from slsam_kernels.__main__ import COMMANDS
 from slsam_kernels.ops import registry
 
 
@@ -52,3 +55,15 @@ def test_an_unknown_command_is_a_usage_error():
     )
     assert result.returncode == 2
     assert "invalid choice: 'infoo'" in result.stderr
+
+
+def test_no_command_lists_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-m", "slsam_kernels"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},  # one line per command
+    )
+    assert result.returncode == 0, result.stderr
+    for name, (_, help_text) in COMMANDS.items():
+        assert re.search(rf"^\s+{name}\s+{re.escape(help_text)}", result.stdout, re.MULTILINE)

@@ -213,3 +213,13 @@ def test_other_optimizers_step_as_lightning_does():
     assert any(
         not torch.equal(a, b) for a, b in zip(module.net.parameters(), make_net().parameters())
     )
+
+
+def test_fit_releases_its_slsam_so_the_module_is_trainable_and_fits_again():
+    module = LitNet(OPTIMIZERS["SLSAM"])
+    trainer(max_steps=2).fit(module, loader(dataset()))
+    first = module.trainer.optimizers[0]
+    assert first.released
+    assert all(p.requires_grad for p in module.parameters())
+    trainer(max_steps=2).fit(module, loader(dataset()))  # builds a new SLSAM over the module
+    assert module.trainer.optimizers[0] is not first

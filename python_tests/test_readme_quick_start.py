@@ -18,3 +18,12 @@ def test_quick_start_runs_and_prints_a_falling_loss():
     losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", result.stdout)]
     assert len(losses) >= 5, result.stdout
     assert losses[-1] < 0.5 * losses[0], result.stdout
+
+
+def test_the_bar_block_runs_on_its_own():
+    """A reader copies one block: the BAR example must not lean on the Quick start's names."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    (bar_block,) = [block for block in blocks if "BAR(" in block]
+    namespace: dict = {}
+    exec(compile(bar_block, "README.md BAR block", "exec"), namespace)
+    assert namespace["bar"].steps_taken == 1

@@ -34,6 +34,14 @@ def test_bad_arguments(optimizer, kwargs, error, words):
     "kwargs, words",
     [
         pytest.param({"sample_ratio": 0.0}, r"sample_ratio must be in \(0, 1\]", id="ratio-0"),
+        pytest.param(
+            {"sample_ratio": -0.1}, r"sample_ratio must be in \(0, 1\], got -0.1$", id="ratio-neg"
+        ),
+        pytest.param(
+            {"sample_ratio": math.nan},
+            r"sample_ratio must be in \(0, 1\], got nan$",
+            id="ratio-nan",
+        ),
         pytest.param({"sample_ratio": 1.5}, r"sample_ratio must be in \(0, 1\]", id="ratio-1.5"),
         pytest.param({"p_min": 0.0}, r"p_min must be in \(0, 1\]", id="p-min"),
         pytest.param({"bandit_lr": -1.0}, "bandit_lr must be finite and >= 0", id="bandit-lr"),

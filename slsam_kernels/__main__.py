@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the sub-command named first in ``argv`` (default: ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
+    if not argv:
+        _parser().print_help()  # the commands, each with its one-line help
+        return 0
+    if argv[0] not in COMMANDS:
         _parser().parse_args(argv)  # prints the help or the usage error, and exits
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])

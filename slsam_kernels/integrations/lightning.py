@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..optim import SharpnessAwareOptimizer
+from ..optim import SLSAM, SharpnessAwareOptimizer
 from ..utils.batchnorm import frozen_bn_stats
 
 
@@ -38,7 +38,9 @@ class SharpnessAwareMixin:
     pass is never clipped: the ascent is normalised and SL-SAM's bandit needs the true norms.
     ``precision="16-mixed"`` unscales both passes with Lightning's GradScaler; a non-finite
     gradient skips the step and lowers the scale. ``on_before_optimizer_step`` is not called
-    for SAM optimizers (the step is not one ``optimizer.step()``).
+    for SAM optimizers (the step is not one ``optimizer.step()``). At the end of ``fit`` an
+    SL-SAM is released: every arm requires grad again (``on_fit_end``; an override of it must
+    call ``super().on_fit_end()``).
     """
 
     _sam_window: list[tuple[Any, int]]
@@ -74,6 +76,15 @@ class SharpnessAwareMixin:
         if scaler is not None:
             scaler.update()
         return None
+
+    def on_fit_end(self) -> None:
+        """Give back the ``requires_grad`` flags of every SL-SAM this fit trained with
+        (:meth:`~slsam_kernels.SLSAM.release`): the model leaves ``fit`` trainable as it came,
+        and the next ``fit`` can build a new SLSAM over it."""
+        for optimizer in self.trainer.optimizers:
+            if isinstance(optimizer, SLSAM):
+                optimizer.release()
+        super().on_fit_end()
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         """``LightningModule.log``, muted during the second pass."""

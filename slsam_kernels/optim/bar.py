@@ -60,6 +60,8 @@ class BAR(WrappedOptimizer):
     unscaled) or ``scaler.step(opt)``, then ``scaler.update()``.
     """
 
+    _checkpoint_kind = "BAR"
+
     def __init__(
         self,
         params: Any,
@@ -99,6 +101,15 @@ class BAR(WrappedOptimizer):
         self.schedule = resolved
         #: Steps taken (skipped ones not counted): the schedule's ``t`` for the next step.
         self.steps_taken = 0
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **super()._settings(),
+            "pairs": len(self.pairs),
+            "mu": self.mu,
+            "variant": self.variant,
+            "schedule": self.schedule,
+        }
 
     def coefficient(self) -> float:
         """``a = mu * s(t)`` for the next step."""

@@ -73,6 +73,49 @@ def check_state_dict(state_dict: Any, param_groups: list[dict[str, Any]]) -> Non
                 )
 
 
+def check_kind(saved: tuple[Any, Any], ours: tuple[str, str]) -> None:
+    """A checkpoint's ``(kind, base optimizer class name)`` is this optimizer's."""
+    if tuple(saved) != ours:
+        raise ValueError(
+            f"this state dict is from {_described(*saved)}, this optimizer is "
+            f"{_described(*ours)}: build {_described(*saved)} to resume it"
+        )
+
+
+def _described(kind: Any, base: Any) -> str:
+    article = "an" if kind in ("SLSAM", "RST") else "a"  # spelt out: "an ess-el-SAM"
+    return f"{article} {kind} (base {base})"
+
+
+def check_base_groups(saved_groups: list[Any], base_optimizer: torch.optim.Optimizer) -> None:
+    """Every saved param group has the hyperparameters ``base_optimizer`` steps with, once its
+    class has filled in those its newer versions added (as its ``load_state_dict`` does): a
+    state dict of another base optimizer would load, then fail inside torch (for example
+    ``KeyError: 'step'`` on loading SGD state into AdamW) or at the next step."""
+    base_class = type(base_optimizer)
+    for i, saved in enumerate(saved_groups):
+        missing = sorted(set(base_optimizer.defaults) - set(_as_loaded(base_class, saved)))
+        if missing:
+            names = ", ".join(repr(k) for k in missing)
+            raise ValueError(
+                f"param group {i} of the state dict has no {names}, which "
+                f"{base_class.__name__} steps with: it was saved by another base optimizer; "
+                "load it into an optimizer built over the base optimizer that saved it"
+            )
+
+
+def _as_loaded(base_class: type[torch.optim.Optimizer], group: Mapping) -> Mapping:
+    """``group`` with the defaults ``base_class.__setstate__`` fills in on loading."""
+    scratch = base_class.__new__(base_class)
+    try:
+        base_class.__setstate__(
+            scratch, {"defaults": {}, "state": {}, "param_groups": [dict(group)]}
+        )
+    except Exception:  # a __setstate__ that needs more than torch's own: take the group as is
+        return group
+    return scratch.param_groups[0]
+
+
 def check_generator_state(state: Any, owner: str) -> None:
     """A generator state that ``torch.Generator.set_state`` takes (tried on a scratch
     generator)."""

@@ -23,10 +23,15 @@ def check_base_optimizer(base_optimizer: Any) -> None:
         )
 
 
-def check_nonnegative_finite(name: str, value: Any) -> None:
-    """``value`` must be a real number, finite and >= 0."""
+def check_real(name: str, value: Any) -> None:
+    """``value`` must be a real number (an int or a float, not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+
+
+def check_nonnegative_finite(name: str, value: Any) -> None:
+    """``value`` must be a real number, finite and >= 0."""
+    check_real(name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value}")
 
@@ -61,10 +66,11 @@ def check_scaler(scaler: Any) -> None:
 
 
 def check_unit_interval(name: str, value: Any, *, include_zero: bool) -> None:
-    """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false)."""
-    check_nonnegative_finite(name, value)
+    """``value`` must lie in [0, 1] (or (0, 1] when ``include_zero`` is false); the error
+    names the interval whichever side it misses."""
+    check_real(name, value)
     low_ok = value >= 0 if include_zero else value > 0
-    if not (low_ok and value <= 1):
+    if not (low_ok and value <= 1):  # NaN fails both comparisons
         interval = "[0, 1]" if include_zero else "(0, 1]"
         raise ValueError(f"{name} must be in {interval}, got {value}")
 
@@ -110,7 +116,7 @@ def param_groups_of(params: Any) -> list[dict[str, Any]]:
     return groups
 
 
-def _positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
+def positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
     """``("parameter j of group i", tensor)`` for every tensor, in param-group order."""
     return [
         (f"parameter {j} of group {i}", p)
@@ -122,7 +128,7 @@ def _positions(groups: list[dict[str, Any]]) -> list[tuple[str, torch.Tensor]]:
 def _check_each_tensor_once(groups: list[dict[str, Any]]) -> None:
     """A tensor listed twice would be perturbed (and stepped) twice."""
     first_seen: dict[int, str] = {}
-    for where, p in _positions(groups):
+    for where, p in positions(groups):
         if id(p) in first_seen:
             raise ValueError(
                 f"{where} is the same tensor as {first_seen[id(p)]}: list each tensor once "
@@ -133,7 +139,7 @@ def _check_each_tensor_once(groups: list[dict[str, Any]]) -> None:
 
 def _check_tensor_kinds(groups: list[dict[str, Any]]) -> None:
     """Dense, real floating-point tensors only, the same rule for every backend."""
-    for where, p in _positions(groups):
+    for where, p in positions(groups):
         if p.is_complex():
             raise TypeError(
                 f"{where} is complex ({p.dtype}): the sharpness-aware optimizers take real "

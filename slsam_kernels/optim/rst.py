@@ -31,6 +31,8 @@ class RST(SharpnessAwareOptimizer):
     ``last_step_was_sam`` tells which kind the last step was.
     """
 
+    _checkpoint_kind = "RST"
+
     def __init__(
         self,
         params: Any,
@@ -55,9 +57,14 @@ class RST(SharpnessAwareOptimizer):
             **base_kwargs,
         )
         self.sam_prob = sam_prob
+        #: The seed of the coin flips (None: a fresh one was drawn).
+        self.seed = seed
         self.step_index = 0
         self.last_step_was_sam: bool | None = None
         self._generator = make_generator(distributed.agreed_seed(seed, None, self._device))
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "sam_prob": self.sam_prob, "seed": self.seed}
 
     def _current_sam_prob(self) -> float:
         if not callable(self.sam_prob):

@@ -37,6 +37,8 @@ class SAM(SharpnessAwareOptimizer):
         **base_kwargs: passed to ``base_optimizer``.
     """
 
+    _checkpoint_kind = "SAM"
+
     def __init__(
         self,
         params: Any,

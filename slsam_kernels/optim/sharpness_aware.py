@@ -88,6 +88,9 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         """The flat buffers the weight backups live in (for memory accounting)."""
         return self._backups.buffers
 
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "ascent": self.ascent}
+
     def _check_groups(self, groups: list[dict[str, Any]]) -> None:
         """Each group's ``rho`` and the ascent mode; subclasses add their own checks."""
         for group in groups:

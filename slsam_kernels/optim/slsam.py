@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,20 +14,30 @@ from . import distributed
 from .arms import ArmSpec, resolve_always_active, resolve_arms
 from .checkpoint import check_generator_state, check_saved_probabilities
 from .checks import check_seed, check_unit_interval
+from .release import hold_flags
 from .rng import make_generator
 from .sharpness_aware import Perturbation, SharpnessAwareOptimizer
+from .warn import user_stacklevel
 
 
 class SLSAM(SharpnessAwareOptimizer):
     """SAM on a bandit-sampled subset of the parameter tensors ("arms").
 
     Every tensor that requires grad when the optimizer is built is an arm (or, with
-    ``arms=``, belongs to one), except those named in ``always_active``; tensors frozen before
-    then are never arms and are never unfrozen. Each step only the active arms require
-    grad, are perturbed and are updated; inactive arms keep ``grad=None``, so the base
-    optimizer leaves them (and their state) untouched. After the descent the EXP3-style bandit
-    updates the keep-probabilities from the first-pass gradient norms and the next active set
-    is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave the same.
+    ``arms=``, belongs to one), except those named in ``always_active``. Each step only the
+    active arms require grad, are perturbed and are updated; inactive arms keep ``grad=None``,
+    so the base optimizer leaves them (and their state) untouched. After the descent the
+    EXP3-style bandit updates the keep-probabilities from the first-pass gradient norms and the
+    next active set is drawn, so ``first_step``/``second_step`` and ``step(closure)`` behave
+    the same.
+
+    The arms' ``requires_grad`` flags belong to the SLSAM while it lives: call
+    :meth:`release` when training ends (it also runs when the optimizer is garbage-collected)
+    to make every arm require grad again. Until then no optimizer of this package can be built
+    over an arm. A tensor frozen when the SLSAM was built is no arm and is never touched; if
+    the user unfreezes it later, it is perturbed and updated every step, as an
+    ``always_active`` tensor is, with a warning (once): build the SLSAM after unfreezing it
+    to have it sampled.
 
     The bandit's rule (``bandit=``), over the active arms ``A`` with ``q_i = (n_i / p_i)^2``
     (first-pass gradient norm ``n_i``, probability ``p_i``):
@@ -76,6 +87,7 @@ class SLSAM(SharpnessAwareOptimizer):
 
     # Set at the end of __init__: torch's Optimizer.__init__ adds the groups it is built with.
     _arms_fixed = False
+    _checkpoint_kind = "SLSAM"
 
     def __init__(
         self,
@@ -103,6 +115,8 @@ class SLSAM(SharpnessAwareOptimizer):
         )
         check_unit_interval("p_min", p_min, include_zero=False)
         check_seed(seed)
+        #: The seed of the draws (None: a fresh one was drawn).
+        self.seed = seed
         super().__init__(
             params,
             base_optimizer,
@@ -146,6 +160,10 @@ class SLSAM(SharpnessAwareOptimizer):
         self._generator = make_generator(distributed.agreed_seed(seed, process_group, self._device))
         self._active_mask = torch.zeros(len(self.arms), dtype=torch.bool)
         self._bandit_index_cache: tuple[tuple[int, ...], tuple[torch.Tensor, ...]] | None = None
+        # Tensors in the groups that were frozen now: no arms; one unfrozen later warns once.
+        self._frozen_at_build = {id(p) for p in self._all_params() if not p.requires_grad}
+        self._warned_unfrozen = False
+        self._flags = hold_flags(self, self._arm_tensors)
         self.sample()
         self._arms_fixed = True
 
@@ -157,6 +175,24 @@ class SLSAM(SharpnessAwareOptimizer):
                 "train before building the optimizer"
             )
 
+    def _settings(self) -> dict[str, Any]:
+        settings = {
+            **super()._settings(),
+            "arms": self.num_arms,
+            "sample_ratio": self.sample_ratio,
+            "bandit": self.bandit,
+            "bandit_lr": self.bandit_lr,
+            "p_min": self.p_min,
+            "seed": self.seed,
+        }
+        if self.exploration is not None:
+            settings["exploration"] = self.exploration
+        if self._always_active:
+            settings["always_active"] = f"{len(self._always_active)} tensors"
+        if self.released:
+            settings["released"] = True
+        return settings
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Allowed only while the optimizer is being built: the arms are fixed after that."""
         if self._arms_fixed:
@@ -165,6 +201,42 @@ class SLSAM(SharpnessAwareOptimizer):
                 "parameter groups instead of adding one"
             )
         super().add_param_group(param_group)
+
+    def release(self) -> None:
+        """Give the arms' ``requires_grad`` flags back: every arm requires grad again, as when
+        this SLSAM was built, and the arms it had frozen lose any stale ``.grad`` (the weights
+        and the optimizer state stay as they are). Only the flags are touched, so a DDP or
+        FSDP wrapper around the model is unaffected. Afterwards this SLSAM refuses to step,
+        sample or load a checkpoint (``state_dict()`` still works); build a new one to train
+        on. Calling it again does nothing. It runs by itself when the optimizer is
+        garbage-collected."""
+        if self._perturbation is not None:
+            raise RuntimeError(
+                "release() between first_step() and second_step(): finish the step first"
+            )
+        self._flags()
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` gave the flags back."""
+        return not self._flags.alive
+
+    def _check_not_released(self, action: str) -> None:
+        if self.released:
+            raise RuntimeError(
+                f"this SLSAM was released (release() gave its arms' requires_grad flags back), "
+                f"so it cannot {action}: build a new SLSAM to train on"
+            )
+
+    def _two_pass_step(
+        self, closure: Callable[[], Any], scaler: torch.amp.GradScaler | None
+    ) -> Any:
+        self._check_not_released("step")  # before the closure runs
+        return super()._two_pass_step(closure, scaler)
+
+    def _check_loadable(self) -> None:
+        super()._check_loadable()
+        self._check_not_released("load a checkpoint")
 
     @property
     def num_arms(self) -> int:
@@ -195,6 +267,7 @@ class SLSAM(SharpnessAwareOptimizer):
         Returns the active mask."""
         if self._perturbation is not None:
             raise RuntimeError("sample() between first_step() and second_step(): finish the step")
+        self._check_not_released("sample")
         if mask is None:
             mask = self._ops.sample_active(self._probs, self._generator)
         else:
@@ -232,12 +305,30 @@ class SLSAM(SharpnessAwareOptimizer):
         return mask
 
     def _ascent_params(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
-        return [
+        self._check_not_released("step")  # first_step() asks first, before changing anything
+        pairs = [
             (p, g)
             for g in self.param_groups
             for p in g["params"]
             if p.grad is not None and p.requires_grad
         ]
+        if self._frozen_at_build and not self._warned_unfrozen:
+            self._warn_unfrozen([p for p, _ in pairs])
+        return pairs
+
+    def _warn_unfrozen(self, params: list[torch.Tensor]) -> None:
+        """Warn once when a tensor frozen at construction has a gradient now."""
+        count = sum(id(p) in self._frozen_at_build for p in params)
+        if count:
+            self._warned_unfrozen = True
+            warnings.warn(
+                f"SLSAM: {count} tensor(s) of the param groups were frozen when this SLSAM was "
+                "built and require grad now: they are no arms, so they are perturbed and "
+                "updated every step, as always_active tensors are; to have them sampled, "
+                "release() this SLSAM and build a new one after unfreezing them",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _after_descent(self, perturbation: Perturbation, took_step: bool) -> None:
         if took_step:

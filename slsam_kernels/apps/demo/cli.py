@@ -41,11 +41,12 @@ def comma_names(choices: Sequence[str]) -> Callable[[str], list[str]]:
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Appends ``(default: X)`` to an option's help where X is a real value (not None or
-    False, which mean "the config's" or "off")."""
+    False, which mean "the config's" or "off", nor an empty string, which means none)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
-        shown = not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        unset = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        shown = not unset and action.default != ""
         if shown and "default" not in help_text:
             help_text += " (default: %(default)s)"
         return help_text

@@ -10,7 +10,9 @@ LINES_PER_RUN = 10
 
 
 class StepProgress:
-    """Reports steps of one training run on ``stream`` (default: stderr).
+    """Reports steps of one training run on ``stream`` (default: stderr), with the mean batch
+    loss over the steps since the last report: one batch's loss bounces with the batch (and
+    the label noise) too much to show the trend.
 
     On a terminal with tqdm installed: a bar, the loss in its postfix. Elsewhere (a file, a
     pipe, CI, or no tqdm): one line per tenth of the run and one for the last step, so a log
@@ -25,6 +27,8 @@ class StepProgress:
         self.every = max(1, total // LINES_PER_RUN)
         #: Steps reported so far.
         self.done = 0
+        self._loss_sum: Any = None  # the losses since the last report, summed where they live
+        self._losses = 0
         self._bar: Any = None
         if enabled and self.stream.isatty():
             try:
@@ -34,24 +38,31 @@ class StepProgress:
             else:
                 self._bar = tqdm(total=total, desc=desc, unit="step", file=self.stream)
 
-    def wants_loss(self, step: int) -> bool:
-        """Whether :meth:`update` will show the loss of ``step`` (0-based): reading it
-        synchronises the device, so the caller reads it only then."""
-        if not self.enabled:
-            return False
+    def _reports(self, step: int) -> bool:
+        """Whether the loss is shown after ``step`` (0-based)."""
         if self._bar is not None:
             return step % self.every == 0
         return (step + 1) % self.every == 0 or step + 1 == self.total
 
-    def update(self, step: int, loss: float | None) -> None:
-        """Step ``step`` (0-based) is done; ``loss`` when :meth:`wants_loss` said so."""
+    def update(self, step: int, loss: Any) -> None:
+        """Step ``step`` (0-based) is done, with batch loss ``loss``: a float or a 0-d tensor,
+        summed where it lives (no device sync) and read only when a report is due."""
         self.done = step + 1
+        if not self.enabled:
+            return
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        self._losses += 1
+        if not self._reports(step):
+            if self._bar is not None:
+                self._bar.update(1)
+            return
+        mean = float(self._loss_sum) / self._losses
+        self._loss_sum, self._losses = None, 0
         if self._bar is not None:
-            if loss is not None:
-                self._bar.set_postfix(loss=f"{loss:.3f}")
+            self._bar.set_postfix(loss=f"{mean:.3f}")
             self._bar.update(1)
-        elif loss is not None:
-            print(f"{self.desc} step {step + 1}/{self.total}  loss {loss:.3f}", file=self.stream)
+        else:
+            print(f"{self.desc} step {step + 1}/{self.total}  loss {mean:.3f}", file=self.stream)
 
     def close(self) -> None:
         """Close the bar, if any."""

@@ -345,5 +345,5 @@ def _train(
         loss = train_step(method, model, optimizer, x, y)
         _sync(train.inputs.device)
         seconds += time.perf_counter() - start
-        progress.update(progress.done, loss.item() if progress.wants_loss(progress.done) else None)
+        progress.update(progress.done, loss.detach())
     return seconds, active
