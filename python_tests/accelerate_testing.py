@@ -1,0 +1,98 @@
+"""Shared by the accelerate tests and their two-rank worker: the data, the accelerate loop
+with SAMWindow, and the plain loop over the large batches it must equal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from builders import loss_of, make_model
+
+from slsam_kernels.integrations.accelerate import SAMWindow
+
+LARGE = 16  # samples per optimizer step, over all micro-batches (and all ranks)
+WINDOWS = 3  # optimizer steps
+
+
+def dataset(windows: int = WINDOWS) -> torch.utils.data.TensorDataset:
+    generator = torch.Generator().manual_seed(1)
+    n = windows * LARGE
+    return torch.utils.data.TensorDataset(
+        torch.randn(n, 5, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+    )
+
+
+def large_batches(data: torch.utils.data.TensorDataset) -> list[tuple[torch.Tensor, ...]]:
+    """The samples of each optimizer step, in one batch."""
+    x, y = data.tensors
+    return list(zip(x.split(LARGE), y.split(LARGE)))
+
+
+def scheduler_of(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+
+def accelerate_loop(
+    accelerator: Any,
+    build: Callable[[Any], torch.optim.Optimizer],
+    data: torch.utils.data.TensorDataset,
+    micro_batch: int,
+    schedule: bool = True,
+    watch_dtypes: list[torch.dtype] | None = None,
+) -> dict[str, Any]:
+    """The loop of examples/accelerate_slsam.py over ``data``: the model prepared first (DDP
+    registers only tensors that require grad, and SL-SAM freezes some), then the optimizer,
+    the data loader and (with ``schedule``) the LR scheduler. ``watch_dtypes`` collects the
+    dtype of the first layer's output in every forward. Returns the weights, whether each
+    micro-batch changed them, the learning rates after each micro-batch and the optimizer."""
+    model = accelerator.prepare(make_model())
+    if watch_dtypes is not None:
+        accelerator.unwrap_model(model).fc1.register_forward_hook(
+            lambda _module, _inputs, output: watch_dtypes.append(output.dtype)
+        )
+    opt = build(model.parameters())
+    loader = torch.utils.data.DataLoader(data, batch_size=micro_batch)
+    opt, loader = accelerator.prepare(opt, loader)
+    scheduler = accelerator.prepare(scheduler_of(opt)) if schedule else None
+    window = SAMWindow(accelerator, model, lambda batch: loss_of(model, batch))
+    changed, lrs = [], []
+    for batch in loader:
+        before = [p.detach().clone() for p in model.parameters()]
+        with accelerator.accumulate(model):
+            window.backward(batch)
+            opt.step(window.replay)
+            if scheduler is not None:
+                scheduler.step()
+            opt.zero_grad()
+        changed.append(any(not torch.equal(a, b) for a, b in zip(before, model.parameters())))
+        lrs.append(opt.param_groups[0]["lr"])
+    weights = [p.detach().clone() for p in accelerator.unwrap_model(model).parameters()]
+    return {"weights": weights, "changed": changed, "lrs": lrs, "opt": opt.optimizer}
+
+
+def micro_batch_loop(
+    build: Callable[[Any], torch.optim.Optimizer],
+    batches: list[tuple[torch.Tensor, ...]],
+    micro: int = 1,
+    autocast: bool = False,
+) -> dict[str, Any]:
+    """One process, no accelerate: per large batch, the first pass over its ``micro``
+    micro-batches (each loss divided by ``micro``), ``step`` replaying them, the LR scheduler,
+    ``zero_grad``; with ``autocast``, every forward under bf16 autocast."""
+    model = make_model()
+    opt = build(model.parameters())
+    scheduler = scheduler_of(opt)
+
+    def backward(batch: tuple[torch.Tensor, ...]) -> None:
+        for chunk in zip(*(t.chunk(micro) for t in batch)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_of(model, chunk)
+            (loss / micro).backward()
+
+    for batch in batches:
+        backward(batch)
+        opt.step(lambda batch=batch: backward(batch))
+        scheduler.step()
+        opt.zero_grad()
+    return {"weights": [p.detach().clone() for p in model.parameters()], "opt": opt}

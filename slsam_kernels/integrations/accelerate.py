@@ -1,0 +1,97 @@
+"""Hugging Face ``accelerate`` loops ("no trainer" scripts) with SAM, SL-SAM or RST.
+
+Under ``accelerator.accumulate(model)`` the optimizer steps once per accumulation window, and
+the second pass must run every micro-batch of that window again, at the perturbed weights.
+:class:`SAMWindow` keeps the window's micro-batches and replays them as the step's closure. It
+takes the ``Accelerator`` as it is and imports no ``accelerate`` itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from ..utils.batchnorm import frozen_bn_stats
+
+
+class SAMWindow:
+    """The first pass of each micro-batch, kept for the second pass::
+
+        window = SAMWindow(accelerator, model, lambda batch: model(**batch).loss)
+        for batch in train_dataloader:
+            with accelerator.accumulate(model):
+                loss = window.backward(batch)   # the first pass: loss, accelerator.backward
+                optimizer.step(window.replay)   # on sync steps: ascent, replay, descent
+                lr_scheduler.step()
+                optimizer.zero_grad()
+
+    ``optimizer`` is the prepared (``AcceleratedOptimizer``) SAM, SLSAM or RST: it steps
+    only on the window's last micro-batch, where :meth:`replay` runs every micro-batch of the
+    window through ``loss_fn`` and ``accelerator.backward`` at the perturbed weights. With each
+    loss divided by the accumulation steps (``accelerator.backward`` does it) the step equals
+    one step on the window's large batch. The replay leaves BatchNorm's running statistics
+    alone and, under DistributedDataParallel, syncs the gradients on its last micro-batch only.
+
+    Clip with the optimizer's ``max_grad_norm``, not ``accelerator.clip_grad_norm_``: called
+    between the backward and the step, the latter would clip the first pass (which the
+    normalised ascent ignores) and leave the descent unclipped.
+
+    Args:
+        accelerator: the ``accelerate.Accelerator`` that prepared ``model``.
+        model: the prepared model.
+        loss_fn: ``loss_fn(batch)`` runs the forward on one micro-batch and returns the loss.
+    """
+
+    def __init__(
+        self,
+        accelerator: Any,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Any], torch.Tensor],
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be the prepared nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError("loss_fn must be a callable: loss_fn(batch) returns the loss")
+        if getattr(accelerator, "scaler", None) is not None:
+            raise ValueError(
+                "SAMWindow does not support fp16 with a GradScaler yet (accelerate would "
+                "leave the second pass scaled): use mixed_precision='bf16', or SAMTrainer "
+                "(slsam_kernels.integrations.hf), which handles fp16"
+            )
+        self.accelerator = accelerator
+        self.model = model
+        self.loss_fn = loss_fn
+        self._batches: list[Any] = []
+        self._window_closed = True
+
+    def backward(self, batch: Any) -> torch.Tensor:
+        """The first pass on ``batch`` (``accelerator.backward(loss_fn(batch))``), kept for
+        the replay; returns the loss, detached. The first micro-batch after a sync step
+        starts a new window."""
+        if self._window_closed:
+            self._batches = []
+        loss = self.loss_fn(batch)
+        self.accelerator.backward(loss)
+        self._batches.append(batch)
+        self._window_closed = bool(self.accelerator.sync_gradients)
+        return loss.detach()
+
+    def replay(self) -> torch.Tensor:
+        """The step's closure: the window's micro-batches again, at the perturbed weights;
+        returns the mean of their losses, detached."""
+        if not self._batches:
+            raise RuntimeError(
+                "SAMWindow.replay() has no micro-batch to replay: run window.backward(batch) "
+                "for each micro-batch before optimizer.step(window.replay)"
+            )
+        losses = []
+        with frozen_bn_stats(self.model):
+            for i, batch in enumerate(self._batches):
+                last = i == len(self._batches) - 1
+                with nullcontext() if last else self.accelerator.no_sync(self.model):
+                    loss = self.loss_fn(batch)
+                    self.accelerator.backward(loss)
+                losses.append(loss.detach())
+        return torch.stack(losses).mean()
