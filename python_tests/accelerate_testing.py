@@ -3,11 +3,18 @@ with SAMWindow, and the plain loop over the large batches it must equal."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from builders import loss_of, make_model
+from distributed_testing import free_port
 
 from slsam_kernels.integrations.accelerate import SAMWindow
 
@@ -76,10 +83,12 @@ def micro_batch_loop(
     batches: list[tuple[torch.Tensor, ...]],
     micro: int = 1,
     autocast: bool = False,
+    lr_steps: int = 1,
 ) -> dict[str, Any]:
     """One process, no accelerate: per large batch, the first pass over its ``micro``
     micro-batches (each loss divided by ``micro``), ``step`` replaying them, the LR scheduler,
-    ``zero_grad``; with ``autocast``, every forward under bf16 autocast."""
+    ``zero_grad``; with ``autocast``, every forward under bf16 autocast. The LR scheduler
+    steps ``lr_steps`` times per step (accelerate's steps once per process)."""
     model = make_model()
     opt = build(model.parameters())
     scheduler = scheduler_of(opt)
@@ -93,6 +102,42 @@ def micro_batch_loop(
     for batch in batches:
         backward(batch)
         opt.step(lambda batch=batch: backward(batch))
-        scheduler.step()
+        for _ in range(lr_steps):
+            scheduler.step()
         opt.zero_grad()
     return {"weights": [p.detach().clone() for p in model.parameters()], "opt": opt}
+
+
+def launch_ranks(script: Path, out: Path, world: int, timeout_s: float) -> None:
+    """Run ``script out`` as ``world`` gloo ranks (the environment ``accelerate launch``
+    sets), all in one new process group that is killed if they outlive ``timeout_s``; raise
+    unless every rank exits with status 0 (its output in the message)."""
+    root = str(script.resolve().parents[1])  # this checkout's slsam_kernels, not another
+    path = os.pathsep.join(filter(None, [root, str(script.parent), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    env.update(WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    procs: list[subprocess.Popen] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        for rank in range(world):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), str(out)],
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    process_group=0 if rank == 0 else procs[0].pid,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        outputs = [
+            proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for proc in procs
+        ]
+    except subprocess.TimeoutExpired:
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        raise TimeoutError(f"the {world} ranks did not finish in {timeout_s} s") from None
+    finally:
+        if any(proc.poll() is None for proc in procs):
+            os.killpg(procs[0].pid, signal.SIGKILL)
+    for rank, (proc, output) in enumerate(zip(procs, outputs)):
+        assert proc.returncode == 0, f"rank {rank} exited with {proc.returncode}:\n{output[-3000:]}"

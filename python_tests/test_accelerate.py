@@ -5,6 +5,7 @@ loop over the large batches; clipping clips the descent; bf16 runs both passes i
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,12 +14,14 @@ pytest.importorskip("accelerate", reason="needs accelerate: pip install 'slsam_k
 
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
+from accelerate_ddp_worker import SCENARIOS, WORLD
 from accelerate_testing import (
     LARGE,
     WINDOWS,
     accelerate_loop,
     dataset,
     large_batches,
+    launch_ranks,
     micro_batch_loop,
 )
 from builders import loss_of, make_model
@@ -27,6 +30,8 @@ from slsam_kernels import RST, SAM, SLSAM
 from slsam_kernels.integrations.accelerate import SAMWindow
 
 TOL = dict(rtol=1e-5, atol=1e-6)
+WORKER = Path(__file__).with_name("accelerate_ddp_worker.py")
+DISTRIBUTED_TIMEOUT_S = 120
 
 OPTIMIZERS = [
     pytest.param(lambda ps: SAM(ps, torch.optim.AdamW, lr=1e-2), id="SAM"),
@@ -163,3 +168,19 @@ def test_replay_leaves_batchnorm_running_statistics_alone():
     )
     for name, want in first_pass_only[1].named_buffers():
         assert torch.equal(getattr(net[1], name), want), name
+
+
+@pytest.mark.distributed
+def test_two_gloo_ranks_equal_one_process_with_the_whole_batch(tmp_path):
+    """accelerate's DDP on two CPU processes: the sharded data loader, the accumulation
+    window (DDP syncs its last micro-batch in each pass) and SL-SAM's frozen tensors; each
+    rank's run equals one process stepping on the large batches. The ranks exit by
+    themselves, with status 0."""
+    launch_ranks(WORKER, tmp_path, WORLD, timeout_s=DISTRIBUTED_TIMEOUT_S)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    for name, build in SCENARIOS.items():
+        # accelerate steps the LR scheduler once per process on each optimizer step.
+        want = micro_batch_loop(build, large_batches(dataset()), lr_steps=WORLD)
+        for rank in ranks:
+            assert_weights_close(rank[name]["weights"], want["weights"])
+            assert rank[name]["changed"] == [False, True] * WINDOWS
