@@ -23,6 +23,7 @@ from accelerate_testing import (
     large_batches,
     launch_ranks,
     micro_batch_loop,
+    scheduler_of,
 )
 from builders import loss_of, make_model
 
@@ -72,6 +73,35 @@ def test_accumulated_window_equals_one_large_batch_step(build, accumulation):
     sync = [(i + 1) % accumulation == 0 for i in range(WINDOWS * accumulation)]
     assert run["changed"] == sync
     assert run["lrs"] == [1e-2 * 0.5 ** ((i + 1) // accumulation) for i in range(len(sync))]
+
+
+@pytest.mark.parametrize("build", OPTIMIZERS)
+def test_closure_only_step_with_accelerator_backward(build):
+    """No accumulation: ``optimizer.step(closure)`` alone, ``accelerator.backward`` inside
+    the closure, runs both passes through the prepared optimizer."""
+    data = dataset()
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(make_model())
+    opt = build(model.parameters())
+    loader = torch.utils.data.DataLoader(data, batch_size=LARGE)
+    opt, loader, scheduler = accelerator.prepare(opt, loader, scheduler_of(opt))
+    calls = []
+    for batch in loader:
+
+        def closure(batch=batch):
+            calls.append(opt.optimizer.is_perturbed)
+            loss = loss_of(model, batch)
+            accelerator.backward(loss)
+            return loss
+
+        opt.step(closure)
+        scheduler.step()
+        opt.zero_grad()
+    assert calls.count(False) == WINDOWS  # the first pass of every step, at w
+    assert_weights_close(
+        [p.detach() for p in model.parameters()],
+        micro_batch_loop(build, large_batches(data))["weights"],
+    )
 
 
 def sam_sgd_by_hand(batches, rho: float, lr: float, max_norm: float):
