@@ -12,8 +12,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 from accelerate_testing import LARGE, accelerate_loop, dataset
+from builders import loss_of, make_model
 
 from slsam_kernels import RST, SAM, SLSAM
+from slsam_kernels.integrations.accelerate import SAMWindow
 
 WORLD = 2
 ACCUMULATION = 2
@@ -23,6 +25,21 @@ SCENARIOS = {
     "slsam_sgd_clipped": lambda ps: SLSAM(ps, torch.optim.SGD, lr=0.5, seed=0, max_grad_norm=0.2),
     "rst_adamw": lambda ps: RST(ps, torch.optim.AdamW, lr=1e-2, seed=0),
 }
+
+
+def one_call_prepare_error(accelerator: Accelerator, optimizer: type) -> str:
+    """``accelerator.prepare(model, optimizer)`` in one call (DDP built after the optimizer):
+    what SAMWindow raises, or ``""``."""
+    model = make_model()
+    opt = optimizer(model.parameters(), torch.optim.SGD, lr=0.1)
+    model, opt = accelerator.prepare(model, opt)
+    try:
+        SAMWindow(accelerator, model, lambda batch: loss_of(model, batch))
+    except ValueError as error:
+        return str(error)
+    finally:
+        accelerator.free_memory()
+    return ""
 
 
 def main(out: Path) -> None:
@@ -39,6 +56,10 @@ def main(out: Path) -> None:
         results[name] = {"weights": run["weights"], "changed": run["changed"]}
         del run
         accelerator.free_memory()  # drops the DDP model before the next scenario
+    for optimizer in (SAM, SLSAM):
+        results[f"{optimizer.__name__}_one_call_error"] = one_call_prepare_error(
+            accelerator, optimizer
+        )
     torch.save(results, out / f"rank{accelerator.process_index}.pt")
     gc.collect()
     accelerator.end_training()  # destroys the process group, with no DDP model left

@@ -214,3 +214,9 @@ def test_two_gloo_ranks_equal_one_process_with_the_whole_batch(tmp_path):
         for rank in ranks:
             assert_weights_close(rank[name]["weights"], want["weights"])
             assert rank[name]["changed"] == [False, True] * WINDOWS
+
+    # One prepare call wraps the model in DDP after SL-SAM froze its inactive tensors: DDP
+    # would never sync them, and SAMWindow refuses. SAM freezes nothing.
+    for rank in ranks:
+        assert rank["SAM_one_call_error"] == ""
+        assert "Prepare the model first" in rank["SLSAM_one_call_error"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..optim import SLSAM
 from ..utils.batchnorm import frozen_bn_stats
 
 
@@ -60,6 +61,7 @@ class SAMWindow:
                 "leave the second pass scaled): use mixed_precision='bf16', or SAMTrainer "
                 "(slsam_kernels.integrations.hf), which handles fp16"
             )
+        _check_ddp_syncs_every_arm(accelerator, model)
         self.accelerator = accelerator
         self.model = model
         self.loss_fn = loss_fn
@@ -95,3 +97,34 @@ class SAMWindow:
                     self.accelerator.backward(loss)
                 losses.append(loss.detach())
         return torch.stack(losses).mean()
+
+
+def _check_ddp_syncs_every_arm(accelerator: Any, model: torch.nn.Module) -> None:
+    """Refuse a DistributedDataParallel model built after a prepared SLSAM froze its inactive
+    tensors: DDP registers only the tensors that require grad when it is built, so it would
+    never sync those and the ranks would drift apart."""
+    logging_data = getattr(model, "_get_ddp_logging_data", None)
+    if logging_data is None:
+        return  # not DDP
+    registered = logging_data().get("num_parameter_tensors")
+    arms = {
+        id(t)
+        for prepared in getattr(accelerator, "_optimizers", [])
+        if isinstance(getattr(prepared, "optimizer", None), SLSAM)
+        for arm in prepared.optimizer.arms
+        for t in (arm if isinstance(arm, tuple) else (arm,))
+    }
+    ignored = getattr(model, "parameters_to_ignore", set())
+    trainable = [
+        p
+        for name, p in model.module.named_parameters()
+        if name not in ignored and (p.requires_grad or id(p) in arms)
+    ]
+    if isinstance(registered, int) and registered < len(trainable):
+        raise ValueError(
+            f"DistributedDataParallel syncs {registered} of the model's {len(trainable)} "
+            "trainable tensors: it was built after SLSAM froze its inactive ones, so those "
+            "would never be synced. Prepare the model first (model = accelerator.prepare("
+            "model)), then build SLSAM over its parameters, then prepare the optimizer, data "
+            "loaders and LR scheduler"
+        )
