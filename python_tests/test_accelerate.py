@@ -220,3 +220,19 @@ def test_two_gloo_ranks_equal_one_process_with_the_whole_batch(tmp_path):
     for rank in ranks:
         assert rank["SAM_one_call_error"] == ""
         assert "Prepare the model first" in rank["SLSAM_one_call_error"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("build", OPTIMIZERS)
+def test_prepare_on_a_gpu_loads_the_state_it_moved(build):
+    """On a GPU, accelerate's prepare moves the optimizer's whole state dict to the device
+    (SL-SAM's and RST's generator state too) and loads it back; then the loop trains as on
+    the CPU."""
+    data = dataset()
+    accelerator = Accelerator(gradient_accumulation_steps=2)
+    run = accelerate_loop(accelerator, build, data, micro_batch=LARGE // 2)
+    assert run["opt"].param_groups[0]["params"][0].is_cuda
+    want = micro_batch_loop(build, large_batches(data), micro=2)
+    for got, expected in zip(run["weights"], want["weights"], strict=True):
+        torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
