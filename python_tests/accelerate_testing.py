@@ -3,6 +3,7 @@ with SAMWindow, and the plain loop over the large batches it must equal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from slsam_kernels.integrations.accelerate import SAMWindow
 
 LARGE = 16  # samples per optimizer step, over all micro-batches (and all ranks)
 WINDOWS = 3  # optimizer steps
+PORT_ATTEMPTS = 3
+PORT_TAKEN = "EADDRINUSE"  # what gloo's TCPStore says when its port is taken
 
 
 def dataset(windows: int = WINDOWS) -> torch.utils.data.TensorDataset:
@@ -110,34 +113,55 @@ def micro_batch_loop(
 
 def launch_ranks(script: Path, out: Path, world: int, timeout_s: float) -> None:
     """Run ``script out`` as ``world`` gloo ranks (the environment ``accelerate launch``
-    sets), all in one new process group that is killed if they outlive ``timeout_s``; raise
-    unless every rank exits with status 0 (its output in the message)."""
+    sets) and raise unless every rank exits with status 0, naming each rank's status and
+    output. The ranks run in one new process group, killed if they outlive ``timeout_s``.
+    A launch whose port another process took first (between choosing and binding it) is
+    retried on a new port."""
+    for _ in range(PORT_ATTEMPTS):
+        results = _run_ranks(script, out, world, timeout_s)
+        if not any(PORT_TAKEN in output for _, output in results):
+            break
+    failed = []
+    for rank, (code, output) in enumerate(results):
+        if code != 0:
+            status = "was killed at the timeout" if code is None else f"exited with {code}"
+            failed.append(f"rank {rank} {status}:\n{output[-3000:]}")
+    assert not failed, "\n".join(failed)
+
+
+def _run_ranks(
+    script: Path, out: Path, world: int, timeout_s: float
+) -> list[tuple[int | None, str]]:
+    """Each rank's exit status (None: killed at the timeout) and output."""
     root = str(script.resolve().parents[1])  # this checkout's slsam_kernels, not another
     path = os.pathsep.join(filter(None, [root, str(script.parent), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     env.update(WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    logs = [out / f"rank{rank}.log" for rank in range(world)]
     procs: list[subprocess.Popen] = []
     deadline = time.monotonic() + timeout_s
     try:
-        for rank in range(world):
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(script), str(out)],
-                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                    process_group=0 if rank == 0 else procs[0].pid,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
+        for rank, log in enumerate(logs):
+            with log.open("w") as stream:  # a file, not a pipe: a full pipe would block a rank
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(script), str(out)],
+                        env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                        process_group=0 if rank == 0 else procs[0].pid,
+                        stdout=stream,
+                        stderr=subprocess.STDOUT,
+                    )
                 )
-            )
-        outputs = [
-            proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for proc in procs
-        ]
-    except subprocess.TimeoutExpired:
-        os.killpg(procs[0].pid, signal.SIGKILL)
-        raise TimeoutError(f"the {world} ranks did not finish in {timeout_s} s") from None
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        late = [proc.poll() is None for proc in procs]
     finally:
-        if any(proc.poll() is None for proc in procs):
+        if procs and any(proc.poll() is None for proc in procs):
             os.killpg(procs[0].pid, signal.SIGKILL)
-    for rank, (proc, output) in enumerate(zip(procs, outputs)):
-        assert proc.returncode == 0, f"rank {rank} exited with {proc.returncode}:\n{output[-3000:]}"
+            for proc in procs:
+                proc.wait()
+    return [
+        (None if killed else proc.returncode, log.read_text(errors="replace"))
+        for proc, killed, log in zip(procs, late, logs)
+    ]

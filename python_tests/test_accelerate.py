@@ -32,7 +32,7 @@ from slsam_kernels.integrations.accelerate import SAMWindow
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 WORKER = Path(__file__).with_name("accelerate_ddp_worker.py")
-DISTRIBUTED_TIMEOUT_S = 120
+DISTRIBUTED_TIMEOUT_S = 180
 
 OPTIMIZERS = [
     pytest.param(lambda ps: SAM(ps, torch.optim.AdamW, lr=1e-2), id="SAM"),
