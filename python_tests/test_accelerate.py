@@ -172,6 +172,17 @@ def test_window_refuses_misuse():
     window = SAMWindow(accelerator, model, lambda b: loss_of(model, b))
     with pytest.raises(RuntimeError, match=r"window.backward\(batch\)"):
         window.replay()
+    # An optimizer that accelerate did not prepare steps on every micro-batch.
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
+    model = accelerator.prepare(make_model())
+    opt = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    window = SAMWindow(accelerator, model, lambda b: loss_of(model, b))
+    before = [p.detach().clone() for p in model.parameters()]
+    with accelerator.accumulate(model):
+        window.backward(large_batches(dataset(1))[0])
+        with pytest.raises(RuntimeError, match=r"accelerator\.prepare"):
+            opt.step(window.replay)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     accelerator.scaler = torch.amp.GradScaler("cpu")  # what fp16 on a GPU makes
     with pytest.raises(ValueError, match="bf16"):
         SAMWindow(accelerator, model, lambda b: loss_of(model, b))

@@ -35,6 +35,10 @@ class SAMWindow:
     one step on the window's large batch. The replay leaves BatchNorm's running statistics
     alone and, under DistributedDataParallel, syncs the gradients on its last micro-batch only.
 
+    Build it after ``accelerator.prepare``: under DistributedDataParallel it raises a
+    ``ValueError`` if DDP was built after SLSAM froze its inactive tensors (prepare the model
+    first, then build SLSAM), since DDP would never sync them.
+
     Clip with the optimizer's ``max_grad_norm``, not ``accelerator.clip_grad_norm_``: called
     between the backward and the step, the latter would clip the first pass (which the
     normalised ascent ignores) and leave the descent unclipped.
@@ -87,6 +91,12 @@ class SAMWindow:
             raise RuntimeError(
                 "SAMWindow.replay() has no micro-batch to replay: run window.backward(batch) "
                 "for each micro-batch before optimizer.step(window.replay)"
+            )
+        if not self.accelerator.sync_gradients:
+            raise RuntimeError(
+                "the optimizer stepped inside an accumulation window, before its last "
+                "micro-batch: pass the optimizer through accelerator.prepare, whose step waits "
+                "for the window's end (the weights are as before this step)"
             )
         losses = []
         with frozen_bn_stats(self.model):
