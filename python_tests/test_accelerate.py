@@ -162,6 +162,53 @@ def test_bf16_runs_both_passes_in_bf16_and_equals_the_autocast_loop(build):
     assert all(p.dtype == torch.float32 for p in run["weights"])
 
 
+SGD_OPTIMIZERS = [
+    pytest.param(lambda ps: SAM(ps, torch.optim.SGD, lr=0.1), id="SAM"),
+    pytest.param(lambda ps: SLSAM(ps, torch.optim.SGD, lr=0.1, seed=0), id="SLSAM"),
+    pytest.param(lambda ps: RST(ps, torch.optim.SGD, lr=0.1, seed=0), id="RST"),
+]
+
+
+def fp16_accelerator(**kwargs) -> Accelerator:
+    """An accelerator with the GradScaler that fp16 on a GPU makes (accelerate makes none on
+    a CPU), set before the optimizer is prepared, as accelerate's own is."""
+    accelerator = Accelerator(cpu=True, **kwargs)
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    return accelerator
+
+
+@pytest.mark.parametrize("build", SGD_OPTIMIZERS)
+def test_grad_scaler_unscales_both_passes(build):
+    """Both passes' losses are scaled by 2^12: the steps (SGD, which the scale would not
+    cancel in) equal the unscaled loop's."""
+    data = dataset()
+    accelerator = fp16_accelerator(gradient_accumulation_steps=2)
+    run = accelerate_loop(accelerator, build, data, micro_batch=LARGE // 2)
+    assert_weights_close(run["weights"], micro_batch_loop(build, large_batches(data))["weights"])
+    assert accelerator.scaler.get_scale() == 2.0**12
+
+
+def test_grad_scaler_sees_an_inf_in_the_second_pass():
+    """An inf in the second pass only: the descent is skipped (weights restored, with a
+    warning) and scaler.update() lowers the scale."""
+    accelerator = fp16_accelerator()
+    model = accelerator.prepare(make_model())
+    sam = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    opt = accelerator.prepare(sam)
+
+    def loss_fn(batch):
+        return loss_of(model, batch) * (float("inf") if sam.is_perturbed else 1.0)
+
+    window = SAMWindow(accelerator, model, loss_fn)
+    before = [p.detach().clone() for p in model.parameters()]
+    window.backward(large_batches(dataset(1))[0])
+    with pytest.warns(RuntimeWarning, match="inf or NaN"):
+        opt.step(window.replay)
+    assert sam.last_step_skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert accelerator.scaler.get_scale() == 2.0**11
+
+
 def test_window_refuses_misuse():
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(make_model())
@@ -171,6 +218,13 @@ def test_window_refuses_misuse():
         SAMWindow(accelerator, model, None)
     window = SAMWindow(accelerator, model, lambda b: loss_of(model, b))
     with pytest.raises(RuntimeError, match=r"window.backward\(batch\)"):
+        window.replay()
+    # With fp16, the replay unscales through the optimizer whose step runs it.
+    accelerator = fp16_accelerator()
+    model = accelerator.prepare(make_model())
+    window = SAMWindow(accelerator, model, lambda b: loss_of(model, b))
+    window.backward(large_batches(dataset(1))[0])
+    with pytest.raises(RuntimeError, match=r"optimizer\.step\(window\.replay\)"):
         window.replay()
     # An optimizer that accelerate did not prepare steps on every micro-batch.
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
@@ -183,9 +237,6 @@ def test_window_refuses_misuse():
         with pytest.raises(RuntimeError, match=r"accelerator\.prepare"):
             opt.step(window.replay)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    accelerator.scaler = torch.amp.GradScaler("cpu")  # what fp16 on a GPU makes
-    with pytest.raises(ValueError, match="bf16"):
-        SAMWindow(accelerator, model, lambda b: loss_of(model, b))
 
 
 def test_replay_leaves_batchnorm_running_statistics_alone():

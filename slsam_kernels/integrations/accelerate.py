@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..optim import SLSAM
+from ..optim import SLSAM, SharpnessAwareOptimizer
 from ..utils.batchnorm import frozen_bn_stats
 
 
@@ -39,6 +39,11 @@ class SAMWindow:
     ``ValueError`` if DDP was built after SLSAM froze its inactive tensors (prepare the model
     first, then build SLSAM), since DDP would never sync them.
 
+    Mixed precision: ``mixed_precision="bf16"`` needs nothing; with ``"fp16"`` accelerate's
+    GradScaler unscales the first pass (and skips the step if it holds inf or NaN), the replay
+    unscales the second (a non-finite one skips the descent), and ``scaler.update()`` sees
+    both.
+
     Clip with the optimizer's ``max_grad_norm``, not ``accelerator.clip_grad_norm_``: called
     between the backward and the step, the latter would clip the first pass (which the
     normalised ascent ignores) and leave the descent unclipped.
@@ -59,12 +64,6 @@ class SAMWindow:
             raise TypeError(f"model must be the prepared nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError("loss_fn must be a callable: loss_fn(batch) returns the loss")
-        if getattr(accelerator, "scaler", None) is not None:
-            raise ValueError(
-                "SAMWindow does not support fp16 with a GradScaler yet (accelerate would "
-                "leave the second pass scaled): use mixed_precision='bf16', or SAMTrainer "
-                "(slsam_kernels.integrations.hf), which handles fp16"
-            )
         _check_ddp_syncs_every_arm(accelerator, model)
         self.accelerator = accelerator
         self.model = model
@@ -98,6 +97,8 @@ class SAMWindow:
                 "micro-batch: pass the optimizer through accelerator.prepare, whose step waits "
                 "for the window's end (the weights are as before this step)"
             )
+        scaler = self.accelerator.scaler
+        stepping = self._stepping_optimizer() if scaler is not None else None
         losses = []
         with frozen_bn_stats(self.model):
             for i, batch in enumerate(self._batches):
@@ -106,7 +107,23 @@ class SAMWindow:
                     loss = self.loss_fn(batch)
                     self.accelerator.backward(loss)
                 losses.append(loss.detach())
+        if stepping is not None:
+            # accelerate's GradScaler unscaled the first pass before calling the step; a
+            # scaler unscales an optimizer once per update, so the second pass goes through
+            # the base optimizer (same tensors), and scaler.update() sees both passes' infs.
+            scaler.unscale_(stepping.base_optimizer)
         return torch.stack(losses).mean()
+
+    def _stepping_optimizer(self) -> SharpnessAwareOptimizer:
+        """The prepared sharpness-aware optimizer whose step is running this replay."""
+        for prepared in getattr(self.accelerator, "_optimizers", []):
+            optimizer = getattr(prepared, "optimizer", None)
+            if isinstance(optimizer, SharpnessAwareOptimizer) and optimizer.is_perturbed:
+                return optimizer
+        raise RuntimeError(
+            "with fp16, SAMWindow.replay() must run inside the step of a SAM, SLSAM or RST "
+            "optimizer prepared by this accelerator: optimizer.step(window.replay)"
+        )
 
 
 def _check_ddp_syncs_every_arm(accelerator: Any, model: torch.nn.Module) -> None:
