@@ -1,7 +1,7 @@
 """SL-SAM in a Hugging Face accelerate "no trainer" loop (the loop of transformers'
 run_glue_no_trainer.py, which the SL-SAM authors' RoBERTa GLUE script follows).
 
-python examples/accelerate_slsam.py [--optimizer slsam|sam|rst] [--mixed-precision bf16]
+python examples/accelerate_slsam.py [--optimizer slsam|sam|rst] [--mixed-precision bf16|fp16]
 accelerate launch --cpu --num_processes 2 examples/accelerate_slsam.py   # two gloo ranks
 
 Needs ``pip install "slsam_kernels[hf]"`` (accelerate). The task is synthetic, so it runs in
@@ -56,7 +56,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rho", type=float, default=0.05)
     parser.add_argument("--sample-ratio", type=float, default=0.5, help="SL-SAM's")
     parser.add_argument("--max-grad-norm", type=float, default=1.0, help="clips the descent")
-    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        default="no",
+        help="fp16: with accelerate's GradScaler on a GPU (on a CPU accelerate trains it in fp32)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
