@@ -45,8 +45,9 @@ class SAMWindow:
     both.
 
     Clip with the optimizer's ``max_grad_norm``, not ``accelerator.clip_grad_norm_``: called
-    between the backward and the step, the latter would clip the first pass (which the
-    normalised ascent ignores) and leave the descent unclipped.
+    between the backward and the step, the latter would clip the first pass (the ascent is
+    normalised, but SL-SAM's bandit would see the clipped norms) and leave the descent
+    unclipped.
 
     Args:
         accelerator: the ``accelerate.Accelerator`` that prepared ``model``.
