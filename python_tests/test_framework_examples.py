@@ -1,4 +1,5 @@
-"""examples/lightning_sam.py and examples/hf_sam_trainer.py train end to end on the CPU."""
+"""examples/lightning_sam.py, examples/hf_sam_trainer.py and examples/accelerate_slsam.py
+train end to end on the CPU."""
 
 from __future__ import annotations
 
@@ -61,3 +62,12 @@ def test_lightning_example_trains():
 def test_hf_example_trains():
     loss = final_loss(run_example("hf_sam_trainer.py", "--steps", "2"), "final training_loss")
     assert math.isfinite(loss)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has("accelerate"), reason="needs accelerate")
+@pytest.mark.parametrize("optimizer", ["slsam", "rst"])
+def test_accelerate_example_trains(optimizer):
+    args = ["--optimizer", optimizer, "--mixed-precision", "bf16", "--epochs", "3"]
+    accuracy = final_loss(run_example("accelerate_slsam.py", *args), "final eval_accuracy")
+    assert accuracy > 0.7  # always the majority class: 61% (P(Binomial(12, 1/2) <= 6))

@@ -118,13 +118,14 @@ def _as_loaded(base_class: type[torch.optim.Optimizer], group: Mapping) -> Mappi
 
 def check_generator_state(state: Any, owner: str) -> None:
     """A generator state that ``torch.Generator.set_state`` takes (tried on a scratch
-    generator)."""
+    generator), on any device: accelerate's ``prepare`` and ``torch.load(map_location=...)``
+    move it with the rest of the state dict, and it is loaded from the CPU."""
     if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
         raise ValueError(
             f"{owner} state dict has no valid generator state; was it saved by {owner}?"
         )
     try:
-        torch.Generator().set_state(state)
+        torch.Generator().set_state(state.cpu())
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
             f"{owner} state dict holds a corrupt generator state ({exc}); was it saved by {owner}?"

@@ -131,4 +131,4 @@ class RST(SharpnessAwareOptimizer):
 
     def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
         self.step_index = wrapper_state["step_index"]
-        self._generator.set_state(wrapper_state["generator"])
+        self._generator.set_state(wrapper_state["generator"].cpu())

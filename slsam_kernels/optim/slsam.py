@@ -412,5 +412,5 @@ class SLSAM(SharpnessAwareOptimizer):
     def _load_wrapper_state(self, wrapper_state: dict[str, Any]) -> None:
         probs = wrapper_state["probs"].detach()
         self._probs = probs.to(self._ops.bandit_device, torch.float32, copy=True)
-        self._generator.set_state(wrapper_state["generator"])
+        self._generator.set_state(wrapper_state["generator"].cpu())
         self.sample(wrapper_state["active_mask"])
