@@ -1,0 +1,58 @@
+"""The instruction-count guard of the C++ kernels (benchmarks/instruction_counts.py): this build
+stays within 10% of the committed baseline, and the guard catches de-vectorised loops (the
+eight-lane path turned off makes the fp16 kernels fail it). One callgrind run (about a minute
+of CPU, most of it importing torch under valgrind) counts both passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import instruction_counts as ic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def counted():
+    baseline = ic.load_baseline()
+    reason = ic.skip_reason(baseline)
+    if reason:
+        pytest.skip(reason)
+    measured, meta = ic.measure(["vec8", "portable"])
+    reason = ic.path_mismatch(meta, baseline)
+    if reason:
+        pytest.skip(reason)
+    return measured, baseline["counts"]
+
+
+def test_every_kernel_and_dtype_has_a_baseline():
+    counts = ic.load_baseline()["counts"]
+    assert set(counts) == set(ic.KERNELS)
+    for kernel in ic.KERNELS:
+        expected = {"fp32"} if kernel == "bandit_update" else set(ic.DTYPES)
+        assert set(counts[kernel]) == expected, kernel
+        assert all(v > 0 for v in counts[kernel].values()), kernel
+
+
+def test_this_build_is_within_the_baseline(counted):
+    measured, baseline = counted
+    assert ic.compare(measured["vec8"], baseline) == []
+
+
+def test_the_check_fails_with_the_eight_lane_loops_off(counted):
+    measured, baseline = counted
+    failures = ic.compare(measured["portable"], baseline)
+    failed = {tuple(line.split(":")[0].split()) for line in failures}
+    fp16 = {(k, "fp16") for k in ic.KERNELS if k not in ("bandit_update", "restore_")}
+    assert fp16 <= failed, failures
+    # the scalar loops the eight lanes replace need several times the instructions
+    assert all(measured["portable"][k][d] > 2 * baseline[k][d] for k, d in fp16)
+
+
+def test_compare_flags_only_growth_beyond_the_tolerance():
+    baseline = {"restore_": {"fp32": 4.0, "fp16": 2.0}}
+    assert ic.compare({"restore_": {"fp32": 4.4, "fp16": 1.0}}, baseline) == []
+    [line] = ic.compare({"restore_": {"fp32": 4.41, "fp16": 2.0}}, baseline)
+    assert line.startswith("restore_ fp32: 4.41 Ir/element, baseline 4.0")
+    [line] = ic.compare({"sgd_restore_step_": {"fp32": 1.0}}, baseline)
+    assert "no baseline" in line
