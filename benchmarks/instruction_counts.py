@@ -29,24 +29,31 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 BASELINE_FILE = Path(__file__).with_name("instruction_baselines.json")
 TOLERANCE = 0.10  # fail above baseline * (1 + TOLERANCE)
 SIZES = (65536, 131072)  # elements (arms for the bandit); multiples of 64: no loop tails
 BANDIT_SIZES = (1024, 2048)
 DTYPES = ("fp32", "bf16", "fp16")
-KERNELS = (
-    "grad_sqnorms",
-    "perturb_",
-    "restore_",
-    "adam_restore_step_",
-    "sgd_restore_step_",
-    "bandit_update",
-)
+# case -> the C++ entry function (slsam::cpu::NAME) whose instructions are counted; a [variant]
+# takes another loop of the same kernel
+KERNELS = {
+    "grad_sqnorms": "grad_sqnorms",
+    "grad_sqnorms[weighted]": "grad_sqnorms",  # ||w * g||^2, ASAM's norms
+    "perturb_": "perturb_",
+    "perturb_[adaptive]": "perturb_",  # ASAM's w^2 * g
+    "restore_": "restore_",
+    "adam_restore_step_": "adam_restore_step_",  # AdamW from a backup (SAM's second step)
+    "adam_restore_step_[bar]": "adam_restore_step_",  # in place with a prescale (BAR's step)
+    "sgd_restore_step_": "sgd_restore_step_",  # momentum 0.9, from a backup
+    "bandit_update": "bandit_update",  # per arm, paper rule, 20% of the arms active
+}
 # x86-64-v3's flags (/proc/cpuinfo names): the eight-lane loops need avx2, fma and f16c, and the
 # portable loops' target clones (csrc/cpu/kernels.cpp) pick their x86-64-v3 form on all of these.
 X86_64_V3_FLAGS = ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")
 PASSES = {"vec8": True, "portable": False}  # pass name -> _C.use_vec8_kernels argument
+CALLGRIND_HEADER = Path("/usr/include/valgrind/callgrind.h")  # Debian's valgrind package has it
 
 _HELPER_SOURCE = """
 #include <valgrind/callgrind.h>
@@ -80,23 +87,26 @@ def _kernel_calls(kernel: str, dtype_name: str, n: int) -> Callable[[], object]:
         norms = torch.rand(active.numel(), generator=gen)
         return lambda: ops.bandit_update(probs, norms, active, 0.2 * n, backend="cpp")
     w, g, backup = rand(), rand(), rand()
-    if kernel == "grad_sqnorms":
-        return lambda: ops.grad_sqnorms([g], backend="cpp")
-    if kernel == "perturb_":
-        scales = torch.tensor([1e-3])
-        return lambda: ops.perturb_([w], [g], [backup], scales, backend="cpp")
+    if kernel.startswith("grad_sqnorms"):
+        weights = [w] if kernel.endswith("[weighted]") else None
+        return lambda: ops.grad_sqnorms([g], weights, backend="cpp")
+    if kernel.startswith("perturb_"):
+        scales, adaptive = torch.tensor([1e-3]), kernel.endswith("[adaptive]")
+        return lambda: ops.perturb_([w], [g], [backup], scales, adaptive, backend="cpp")
     if kernel == "restore_":
         return lambda: ops.restore_([w], [backup], backend="cpp")
     param = torch.nn.Parameter(w)
     param.grad = g
-    if kernel == "adam_restore_step_":
+    if kernel.startswith("adam_restore_step_"):
         opt = torch.optim.AdamW([param], lr=0.05, weight_decay=0.01, eps=1e-4)
     else:
         opt = torch.optim.SGD([param], lr=0.05, momentum=0.9)
     bound = ops.bind("cpp", torch.device("cpu"))
+    # BAR's step: the params are their own backups, scaled by their factor first
+    backups, prescales = ([param], [1.01]) if kernel.endswith("[bar]") else ([backup], None)
 
     def step() -> None:
-        if not bound.fused_restore_step(opt, [param], [backup]):
+        if not bound.fused_restore_step(opt, [param], backups, prescales):
             raise RuntimeError(f"the cpp backend declined the fused {kernel}")
 
     return step
@@ -110,12 +120,12 @@ def _cases() -> list[tuple[str, str, tuple[int, int]]]:
 def run_inside(helper: str, passes: list[str], meta_out: str) -> None:
     """Run every case of ``passes`` (warm each size, then dump its count) under callgrind."""
     import ctypes
+    import importlib
 
     import torch
 
     torch.set_num_threads(1)
-    from slsam_kernels.extension.loader import C
-
+    C = importlib.import_module("slsam_kernels._C")
     client = ctypes.CDLL(helper)
     default = C.use_vec8_kernels(True)  # the setting before: the CPU's default
     client.start()
@@ -195,7 +205,7 @@ def measure(passes: list[str]) -> tuple[dict[str, Counts], dict]:
         directory = Path(tmp)
         helper = _build_helper(directory)
         meta_file = directory / "meta.json"
-        toggles = [f"--toggle-collect=slsam::cpu::{k}(*" for k in KERNELS]
+        toggles = [f"--toggle-collect=slsam::cpu::{f}(*" for f in sorted(set(KERNELS.values()))]
         command = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
             *toggles, f"--callgrind-out-file={directory / 'callgrind.out'}",
@@ -246,8 +256,8 @@ def skip_reason(baseline: dict) -> str | None:
     compiler and the same dispatch path as the baseline's."""
     if shutil.which("valgrind") is None:
         return "valgrind is not installed (apt-get install valgrind)"
-    if not Path("/usr/include/valgrind/callgrind.h").is_file():
-        return "valgrind/callgrind.h is missing (the client-request helper needs it)"
+    if not CALLGRIND_HEADER.is_file():
+        return f"{CALLGRIND_HEADER} is missing (the client-request helper includes it)"
     try:
         compiler = compiler_of_extension()
     except RuntimeError as exc:
@@ -276,30 +286,37 @@ def path_mismatch(meta: dict, baseline: dict) -> str | None:
     return None
 
 
-def compare(measured: Counts, baseline: Counts, tolerance: float = TOLERANCE) -> list[str]:
-    """One line per kernel and dtype that needs more than ``1 + tolerance`` times its
-    baseline's instructions per element (or has no baseline)."""
+class Failure(NamedTuple):
+    kernel: str
+    dtype: str
+    message: str
+
+
+def compare(measured: Counts, baseline: Counts, tolerance: float = TOLERANCE) -> list[Failure]:
+    """Each kernel and dtype that needs more than ``1 + tolerance`` times its baseline's
+    instructions per element (or has no baseline)."""
     failures = []
     for kernel, by_dtype in measured.items():
         for dtype, count in by_dtype.items():
             base = baseline.get(kernel, {}).get(dtype)
             if base is None:
-                failures.append(f"{kernel} {dtype}: {count} Ir/element, no baseline")
+                failures.append(Failure(kernel, dtype, f"{count} Ir/element, no baseline"))
             elif count > base * (1 + tolerance):
-                failures.append(
-                    f"{kernel} {dtype}: {count} Ir/element, baseline {base} "
+                message = (
+                    f"{count} Ir/element, baseline {base} "
                     f"({count / base:.2f}x, over the {tolerance:.0%} allowance)"
                 )
+                failures.append(Failure(kernel, dtype, message))
     return failures
 
 
 def table(measured: Counts, baseline: Counts | None) -> str:
-    lines = ["kernel               dtype  Ir/element  baseline  ratio"]
+    lines = ["kernel                   dtype  Ir/element  baseline  ratio"]
     for kernel, by_dtype in measured.items():
         for dtype, count in by_dtype.items():
             base = (baseline or {}).get(kernel, {}).get(dtype)
             ratio = f"{count / base:.2f}" if base else "-"
-            lines.append(f"{kernel:<20} {dtype:<6} {count:>10.3f} {base or '-':>9} {ratio:>6}")
+            lines.append(f"{kernel:<24} {dtype:<6} {count:>10.3f} {base or '-':>9} {ratio:>6}")
     return "\n".join(lines)
 
 
@@ -340,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(table(measured[name], baseline["counts"]))
     failures = compare(measured[name], baseline["counts"])
-    for line in failures:
-        print(f"FAIL {line}")
+    for kernel, dtype, message in failures:
+        print(f"FAIL {kernel} {dtype}: {message}")
     return 1 if failures else 0
 
 

@@ -42,7 +42,7 @@ def test_this_build_is_within_the_baseline(counted):
 def test_the_check_fails_with_the_eight_lane_loops_off(counted):
     measured, baseline = counted
     failures = ic.compare(measured["portable"], baseline)
-    failed = {tuple(line.split(":")[0].split()) for line in failures}
+    failed = {(f.kernel, f.dtype) for f in failures}
     fp16 = {(k, "fp16") for k in ic.KERNELS if k not in ("bandit_update", "restore_")}
     assert fp16 <= failed, failures
     # the scalar loops the eight lanes replace need several times the instructions
@@ -52,7 +52,47 @@ def test_the_check_fails_with_the_eight_lane_loops_off(counted):
 def test_compare_flags_only_growth_beyond_the_tolerance():
     baseline = {"restore_": {"fp32": 4.0, "fp16": 2.0}}
     assert ic.compare({"restore_": {"fp32": 4.4, "fp16": 1.0}}, baseline) == []
-    [line] = ic.compare({"restore_": {"fp32": 4.41, "fp16": 2.0}}, baseline)
-    assert line.startswith("restore_ fp32: 4.41 Ir/element, baseline 4.0")
-    [line] = ic.compare({"sgd_restore_step_": {"fp32": 1.0}}, baseline)
-    assert "no baseline" in line
+    [failure] = ic.compare({"restore_": {"fp32": 4.41, "fp16": 2.0}}, baseline)
+    assert failure[:2] == ("restore_", "fp32")
+    assert failure.message.startswith("4.41 Ir/element, baseline 4.0 (1.10x")
+    [failure] = ic.compare({"sgd_restore_step_": {"fp32": 1.0}}, baseline)
+    assert "no baseline" in failure.message
+
+
+@pytest.fixture
+def tools_present(monkeypatch, tmp_path):
+    """valgrind and its header present, whatever this machine has."""
+    header = tmp_path / "callgrind.h"
+    header.write_text("")
+    monkeypatch.setattr(ic.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(ic, "CALLGRIND_HEADER", header)
+    baseline = ic.load_baseline()
+    monkeypatch.setattr(ic, "cpu_flags", lambda: baseline["meta"]["cpu_flags"])
+    monkeypatch.setattr(ic, "compiler_of_extension", lambda: baseline["meta"]["compiler"])
+    return baseline
+
+
+def test_the_check_runs_where_the_baseline_was_taken(tools_present):
+    assert ic.skip_reason(tools_present) is None
+
+
+def test_the_check_skips_without_valgrind(tools_present, monkeypatch):
+    monkeypatch.setattr(ic.shutil, "which", lambda name: None)
+    assert "valgrind is not installed" in ic.skip_reason(tools_present)
+
+
+def test_the_check_skips_on_a_cpu_without_the_baselines_flags(tools_present, monkeypatch):
+    monkeypatch.setattr(ic, "cpu_flags", lambda: ["avx"])
+    reason = ic.skip_reason(tools_present)
+    assert "this one has avx" in reason and "f16c" in reason
+
+
+def test_the_check_skips_for_another_compiler_and_names_the_update(tools_present, monkeypatch):
+    monkeypatch.setattr(ic, "compiler_of_extension", lambda: "GCC: (other) 99.1")
+    reason = ic.skip_reason(tools_present)
+    assert "GCC: (other) 99.1" in reason and "--update" in reason
+
+
+def test_a_run_on_another_default_path_is_not_compared(tools_present):
+    assert ic.path_mismatch({"vec8_default": True}, tools_present) is None
+    assert "this run's is portable" in ic.path_mismatch({"vec8_default": False}, tools_present)
