@@ -15,6 +15,7 @@ import torch
 
 from slsam_kernels import ops
 
+from ..workload import adam_eps
 from .targets import BANDIT_ARMS, numels
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,10 +43,9 @@ class Bench:
     bytes_moved: int
 
 
-def _adam(params: list[torch.nn.Parameter], dtype: torch.dtype, backend: str):
-    # eps 1e-4 in fp16: 1e-8 rounds to 0 there (as benchmarks.workload.adam_eps)
-    eps = 1e-4 if dtype == torch.float16 else 1e-8
+def _adam(params: list[torch.nn.Parameter], dtype_name: str, backend: str):
     foreach = False if backend == "reference" else None  # the reference: torch's for-loop step
+    eps = adam_eps(dtype_name)
     return torch.optim.AdamW(params, lr=0.05, weight_decay=0.01, eps=eps, foreach=foreach)
 
 
@@ -76,8 +76,8 @@ def stream_bench(op: str, backend: str, device: str, dtype_name: str, total: int
     for p, g in zip(leaves, grads):
         p.grad = g
     if op == "BAR rescale+AdamW":
-        return Bench(_bar_step(bound, _adam(leaves, dtype, backend), leaves), nbytes)
-    opt = _adam(leaves, dtype, backend) if op == "restore+AdamW" else _sgd(leaves, backend)
+        return Bench(_bar_step(bound, _adam(leaves, dtype_name, backend), leaves), nbytes)
+    opt = _adam(leaves, dtype_name, backend) if op == "restore+AdamW" else _sgd(leaves, backend)
     return Bench(_restore_step(bound, opt, leaves, backups), nbytes)
 
 
