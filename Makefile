@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := dataset-fashion-mnist
+# valgrind: the instruction-count guard of the C++ kernels (python_tests/test_instruction_counts.py)
+APT_PACKAGES := dataset-fashion-mnist valgrind
 
-.PHONY: setup data demo evaluate test test-triton36 lint bench gpu-check mutation
+.PHONY: setup data demo evaluate test test-triton36 lint bench bench-micro instruction-counts instruction-baselines gpu-check mutation
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,20 @@ test-triton36: $(TRITON36_VENV)/.installed
 # BENCH_ARGS=--quick for a smoke run, --full for everything. Results: benchmarks/results/.
 bench: setup
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# pytest-benchmark timings of every kernel x backend x dtype x size (see benchmarks/README.md);
+# e.g. MICRO_ARGS="--benchmark-autosave" now and MICRO_ARGS="--benchmark-compare" after a change.
+bench-micro: setup
+	$(PY) -m pytest benchmarks/micro --benchmark-only $(MICRO_ARGS)
+
+# Instructions per element of each C++ kernel and dtype under valgrind's callgrind against
+# benchmarks/instruction_baselines.json (exit 1 when one is >10% over; `make test` runs the same
+# check). After an intended kernel change: `make instruction-baselines`, and commit the file.
+instruction-counts: setup data
+	$(PY) -m benchmarks.instruction_counts
+
+instruction-baselines: setup data
+	$(PY) -m benchmarks.instruction_counts --update
 
 # One prepared check of the Triton and CUDA code on an H100/H200 (8 minutes at most; see
 # benchmarks/README.md): make gpu-check OUT=dir. The machine's $(PYTHON), no venv (the GPU
