@@ -140,6 +140,10 @@ def test_floor_ratio():
     assert e2e.floor_ratio(parts, 1.0) == pytest.approx(2.0)
     assert e2e.floor_ratio(parts, 0.0) == pytest.approx(1.0)
     assert e2e.floor_ratio(parts, 0.5) == pytest.approx(1.5)
+    # an input-only backward timed slower than the full one counts as the full one
+    noisy = {"forward": 1.0, "backward_input": 3.5, "backward_full": 3.0}
+    assert e2e.floor_ratio(noisy, 1.0) == pytest.approx(2.0)
+    assert e2e.floor_ratio(noisy, 0.0) == pytest.approx(2.0)
 
 
 def test_norms_in_backward_times_both_forms_of_the_same_norms():
