@@ -204,8 +204,8 @@ __device__ __forceinline__ void store_access(T* p, const Pack<T, kWidth>& pack) 
   Word word;
   memcpy(&word, &pack, sizeof(word));
   if constexpr (sizeof(Word) == kAccessBytes) {
-    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(word.x), "r"(word.y),
-                 "r"(word.z), "r"(word.w)
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)),
+                 "r"(word.x), "r"(word.y), "r"(word.z), "r"(word.w)
                  : "memory");
   } else {
     *reinterpret_cast<Word*>(p) = word;
