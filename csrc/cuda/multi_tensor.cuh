@@ -204,8 +204,8 @@ __device__ __forceinline__ void store_access(T* p, const Pack<T, kWidth>& pack) 
   Word word;
   memcpy(&word, &pack, sizeof(word));
   if constexpr (sizeof(Word) == kAccessBytes) {
-    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(word.x), "r"(word.y),
-                 "r"(word.z), "r"(word.w)
+    asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)),
+                 "r"(word.x), "r"(word.y), "r"(word.z), "r"(word.w)
                  : "memory");
   } else {
     *reinterpret_cast<Word*>(p) = word;
@@ -342,7 +342,8 @@ __device__ __forceinline__ void transform(const Chunk& chunk, const Streams<T, k
   const int64_t tail_begin = chunk.begin + head + vectors * kVector;
   transform_accesses<kVector, kAccessesInFlight>(streams, chunk.begin + head, vectors, element);
   // The head and the tail, fewer than kVector elements each: one per thread.
-  const int64_t i = threadIdx.x < head ? chunk.begin + threadIdx.x : tail_begin + threadIdx.x - head;
+  const int64_t i =
+      threadIdx.x < head ? chunk.begin + threadIdx.x : tail_begin + threadIdx.x - head;
   if (i < chunk.end) {
     Pack<T, 1> x[kIn];
     load(streams, i, x);

@@ -12,7 +12,8 @@ namespace {
 // reduction tree: the same inputs, at the same offset from a 16-byte boundary, always give the
 // same bits.
 template <typename T, bool kWeighted>
-__global__ void __launch_bounds__(kThreads) chunk_sqnorm_kernel(TensorTable table, float* partials) {
+__global__ void __launch_bounds__(kThreads)
+    chunk_sqnorm_kernel(TensorTable table, float* partials) {
   const Chunk chunk = chunk_of_block(table);
   constexpr int kIn = kWeighted ? 2 : 1;
   Streams<T, kIn, 0> streams{};
