@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from slsam_kernels.ops import backends
+from slsam_kernels.ops import registry
 
 TARGETS = (
     ("cpu", "reference"),
@@ -33,7 +33,7 @@ def skip_reason(device: str, backend: str) -> str | None:
             "Triton on the CPU runs in its interpreter (TRITON_INTERPRET=1), far too slow to "
             "time; it is timed on CUDA"
         )
-    status = backends.status(backend)
+    status = registry.status(backend)
     if not status.available:
         return f"backend {backend!r} is unavailable: {status.reason}"
     if device not in status.device_types:
