@@ -170,3 +170,10 @@ def test_backup_sizing_compares_both_forms_over_the_same_active_sets():
     assert per_step["backups held at the end MiB"] == 0
     times = backup_sizing.step_times("tiny", steps=2, sample_ratio=0.2)
     assert set(times) == set(backup_sizing.FORMS) and min(times.values()) > 0
+
+
+def test_rst_rows_cost_their_mean_step():
+    """RST's steps have two modes (plain, SAM): the median picks one, the mean weighs both."""
+    rst = {"method": "RST p=0.5", "median_s": 0.54, "mean_s": 0.45}
+    sam = {"method": "SAM", "median_s": 0.59, "mean_s": 0.6}
+    assert e2e.per_step_s(rst) == 0.45 and e2e.per_step_s(sam) == 0.59
