@@ -61,7 +61,9 @@ ROBUST_VARIANTS = (
 )
 # The cost/accuracy frontier (issue 29): sparse ascent with a full descent, always-on small
 # tensors, held draws, SAM steps on a schedule. RST's and SL-SAM's late-phase variants take
-# SAM steps only in the last quarter; the sparse-ascent variants tune their own rho.
+# SAM steps only in the last quarter of the task's steps (a run continued to SAM's time keeps
+# taking SAM steps, so it is not the late-phase run of that length); the sparse-ascent
+# variants tune their own rho.
 FRONTIER_VARIANTS = (
     Variant("rst-late", "rst", 1.0, sam_schedule="late"),
     Variant(
@@ -317,7 +319,7 @@ CONFIGS: dict[str, EvalConfig] = {
     # Sized with `estimate.py` to fit 120 minutes on 2 idle cores (it says 119): the budgets
     # were fixed first (image 600 steps, text 150, both noise levels, 3 seeds, the seven
     # methods the goal needs), then what is left was fitted: image batch 16 (the per-step cost
-    # halves; 600 x 16 = 9,600 examples, 1.7 epochs of the 5,400 fitted), text batch 8 and 32
+    # halves; 600 x 16 = 9,600 examples, 1.8 epochs of the 5,400 fitted), text batch 8 and 32
     # tokens (64 took 199 minutes), a two-value rho grid for the variants that tune their own,
     # SAM's and 10x it (three values: 135 minutes), curve points every 60 (image) and 30
     # (text) steps on 600 and 200 validation examples, 3,000 image test examples (sampling
