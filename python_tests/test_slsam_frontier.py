@@ -432,3 +432,16 @@ def test_auto_fraction_of_the_evaluation_models_is_as_documented():
     image, text = models.efficientnet_lite0(10, 32), models.minilm_classifier(4)
     assert auto_always_active_fraction(image) == pytest.approx(0.0124, abs=5e-5)
     assert auto_always_active_fraction(text) == pytest.approx(0.00137, abs=5e-6)
+
+
+def test_checkpoint_from_before_the_options_loads_with_their_defaults():
+    model = _model("cpu")
+    opt = _slsam(model, "reference")
+    _run(model, opt, _batches(2, "cpu"))
+    state = opt.state_dict()
+    for key in ("step_index", "steps_held", "next_is_sam", "coin_generator", "update_counts"):
+        del state["sharpness_aware"][key]
+    resumed = _slsam(_model("cpu"), "reference", resample_every=2)
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.active_mask, opt.active_mask)
+    assert resumed.step_index == 0 and resumed.update_counts.sum() == 0
