@@ -324,8 +324,8 @@ CONFIGS: dict[str, EvalConfig] = {
     # SAM's and 10x it (three values: 135 minutes), curve points every 60 (image) and 30
     # (text) steps on 600 and 200 validation examples, 3,000 image test examples (sampling
     # error 0.65 points at 85%; BBC News has 725 test articles, 0.8 points at 95%). Left out
-    # to make room (each about 14 minutes with its equal-time runs): slsam-all-0.1,
-    # slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
+    # to make room (57 minutes more together, with their equal-time runs and tuning: 176 in
+    # all): slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(
