@@ -186,3 +186,10 @@ def test_the_help_explains_every_option_and_shows_no_empty_default(capsys, monke
     assert "(default: )" not in text
     assert re.search(r"--device DEVICE\s+the torch device to benchmark on", text)
     assert re.search(r"--label LABEL\s+a line printed under the title, e.g. 'smoke'\n", text)
+
+
+def test_rst_rows_cost_their_mean_step():
+    """RST's steps have two modes (plain, SAM): the median picks one, the mean weighs both."""
+    rst = {"method": "RST p=0.5", "median_s": 0.54, "mean_s": 0.45}
+    sam = {"method": "SAM", "median_s": 0.59, "mean_s": 0.6}
+    assert e2e.per_step_s(rst) == 0.45 and e2e.per_step_s(sam) == 0.59

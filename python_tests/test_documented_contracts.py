@@ -217,7 +217,8 @@ def test_calls_between_first_and_second_step_are_rejected():
         pytest.param(
             lambda m: make_slsam(m, always_active=3),
             TypeError,
-            "^always_active must be a module, a tensor or a list of them$",
+            '^always_active must be a module, a tensor, "auto" or a list of them, e.g. '
+            r'always_active=\("auto", model.head\)$',
             id="always-active-int",
         ),
         pytest.param(

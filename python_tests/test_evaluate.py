@@ -136,8 +136,8 @@ def test_tuning_scores_only_the_validation_split_and_picks_the_best(blobs, monke
     seen = []
     real = demo_train.train_and_test
 
-    def spy(method, build_model, data, optim, run, observer=None, extend=None):
-        result = real(method, build_model, data, optim, run, observer, extend)
+    def spy(method, build_model, data, optim, run, observer=None, extend=None, after_step=None):
+        result = real(method, build_model, data, optim, run, observer, extend, after_step)
         seen.append((method, optim.lr, optim.rho, data.test))
         # Scored by a rule the test knows: the best lr is 0.01, the best rho 0.05.
         return replace(result, accuracy=0.5 + (optim.lr == 0.01) * 0.3 + (optim.rho == 0.05) * 0.1)

@@ -2,7 +2,16 @@
 
 from . import schedules
 from ._version import __version__
-from .optim import BAR, RST, SAM, SLSAM, SharpnessAwareOptimizer, arms_by_module, lora_pairs
+from .optim import (
+    BAR,
+    RST,
+    SAM,
+    SLSAM,
+    SharpnessAwareOptimizer,
+    arms_by_module,
+    auto_always_active_fraction,
+    lora_pairs,
+)
 
 __all__ = [
     "BAR",
@@ -12,6 +21,7 @@ __all__ = [
     "SharpnessAwareOptimizer",
     "__version__",
     "arms_by_module",
+    "auto_always_active_fraction",
     "lora_pairs",
     "schedules",
 ]

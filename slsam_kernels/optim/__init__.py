@@ -1,6 +1,6 @@
 """torch.optim front ends: SAM (and ASAM), SL-SAM, RST and BAR."""
 
-from .arms import arms_by_module
+from .arms import arms_by_module, auto_always_active_fraction
 from .bar import BAR
 from .pairs import lora_pairs
 from .rst import RST
@@ -15,5 +15,6 @@ __all__ = [
     "SLSAM",
     "SharpnessAwareOptimizer",
     "arms_by_module",
+    "auto_always_active_fraction",
     "lora_pairs",
 ]

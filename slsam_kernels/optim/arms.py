@@ -63,20 +63,53 @@ def resolve_arms(
     return arms
 
 
+#: ``always_active="auto"``: every trainable tensor with at most this many dims (biases,
+#: normalisation weights) is kept active.
+AUTO = "auto"
+AUTO_MAX_NDIM = 1
+
+
+def auto_always_active(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors ``always_active="auto"`` keeps active: the trainable ones with
+    ``ndim <= 1`` (biases, normalisation weights, per-channel scales)."""
+    return [p for p in params if p.requires_grad and p.ndim <= AUTO_MAX_NDIM]
+
+
+def auto_always_active_fraction(model: torch.nn.Module | Iterable[torch.Tensor]) -> float:
+    """The fraction of ``model``'s trainable elements (or of the trainable tensors given) that
+    ``always_active="auto"`` keeps active every step; 0.0 when nothing is trainable."""
+    params = model.parameters() if isinstance(model, torch.nn.Module) else model
+    trainable = [p for p in params if p.requires_grad]
+    total = sum(p.numel() for p in trainable)
+    return sum(p.numel() for p in auto_always_active(trainable)) / total if total else 0.0
+
+
 def resolve_always_active(
-    spec: ArmSpec | Sequence[ArmSpec] | None, trainable: Sequence[torch.Tensor]
+    spec: ArmSpec | str | Sequence[ArmSpec | str] | None, trainable: Sequence[torch.Tensor]
 ) -> set[torch.Tensor]:
-    """The trainable tensors of ``always_active`` (a module, a tensor, or a list of modules
-    and tensors; frozen tensors are skipped); each must be one the optimizer trains, and at
-    least one arm must remain."""
+    """The trainable tensors of ``always_active`` (a module, a tensor, ``"auto"``, or a list
+    of modules, tensors and ``"auto"``; frozen tensors are skipped); each must be one the
+    optimizer trains, and at least one arm must remain."""
     if spec is None:
         return set()
-    specs = [spec] if isinstance(spec, (torch.Tensor, torch.nn.Module)) else spec
+    specs = [spec] if isinstance(spec, (torch.Tensor, torch.nn.Module, str)) else spec
     if not isinstance(specs, Iterable):
-        raise TypeError("always_active must be a module, a tensor or a list of them")
+        raise TypeError(
+            'always_active must be a module, a tensor, "auto" or a list of them, e.g. '
+            'always_active=("auto", model.head)'
+        )
+    specs = list(specs)
     trainable_set = set(trainable)
     chosen: set[torch.Tensor] = set()
     for i, item in enumerate(specs):
+        if isinstance(item, str):
+            if item != AUTO:
+                raise ValueError(
+                    f"always_active entry {i} is the string {item!r}; the one string taken is "
+                    '"auto" (every tensor with ndim <= 1)'
+                )
+            chosen.update(auto_always_active(trainable))
+            continue
         for p in _tensors_of(item, i, "always_active entry"):
             if not p.requires_grad:
                 continue

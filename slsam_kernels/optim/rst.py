@@ -110,12 +110,13 @@ class RST(SharpnessAwareOptimizer):
 
     @torch.no_grad()
     def _base_step(self, scaler: torch.amp.GradScaler | None) -> None:
-        """The plain step: the base optimizer with the gradient at w (clipped, if asked)."""
+        """The plain step: the base optimizer with the gradient at w (clipped, if asked),
+        fused in place where the backend has the fused step."""
         check_dense_grads([p for g in self.param_groups for p in g["params"]])
         if scaler is not None:
             scaler.unscale_(self)
         if self._prepare_descent():
-            self.base_optimizer.step()
+            self._step_in_place()
 
     def _wrapper_state(self) -> dict[str, Any]:
         return {"step_index": self.step_index, "generator": self._generator.get_state()}

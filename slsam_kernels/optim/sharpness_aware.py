@@ -202,7 +202,7 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
             took_step
             and not self._sharded
             and self._ops.fused_restore_step(
-                self.base_optimizer, perturbation.params, perturbation.backups
+                self.base_optimizer, *self._descent_pairs(perturbation)
             )
         )
         if not fused:
@@ -217,6 +217,22 @@ class SharpnessAwareOptimizer(WrappedOptimizer):
         if zero_grad:
             self.zero_grad()
         self._marks.record(self._all_params())
+
+    def _descent_pairs(
+        self, perturbation: Perturbation
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The (params, backups) the fused restore + step takes: the perturbed tensors and
+        their backups. A subclass whose descent also steps unperturbed tensors adds them as
+        their own backups (stepped in place, as the restore leaves them)."""
+        return perturbation.params, perturbation.backups
+
+    @torch.no_grad()
+    def _step_in_place(self) -> None:
+        """The base optimizer's step on the current gradients, fused in place (each param its
+        own backup) when the backend takes it, as restore-free as ``base_optimizer.step()``."""
+        params = [p for p in self._all_params() if p.grad is not None]
+        if self._sharded or not self._ops.fused_restore_step(self.base_optimizer, params, params):
+            self.base_optimizer.step()
 
     def _restore(self) -> None:
         if self._perturbation is not None:

@@ -7,12 +7,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slsam_kernels import BAR, RST, SAM, SLSAM, arms_by_module, lora_pairs
+from slsam_kernels import BAR, RST, SAM, SLSAM, arms_by_module, lora_pairs, schedules
 
 from .data import LabelledData, Split
 from .memory import PeakMemory
@@ -31,6 +32,11 @@ METER_EVERY = 25
 StepObserver = Callable[[torch.optim.Optimizer], None]
 #: Called with a run's result after its steps; returns the total step count to continue to.
 Extension = Callable[["MethodResult"], int]
+#: Called (untimed) after each training step with the model, the step's seconds and whether
+#: they count (False for a step run under the memory meter, which slows it).
+AfterStep = Callable[[nn.Module, float, bool], None]
+#: ``sam_schedule="late"``: SAM steps only in the last quarter of the run (0, then 1).
+LATE_PHASE_START = 0.75
 
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -52,8 +58,12 @@ class OptimConfig:
     ``bandit`` (the rule, ``"paper"`` or ``"robust"``), ``bandit_lr`` (None: the rule's
     default), ``head_always_active`` (the model's fresh head kept out of the bandit,
     updated every step) and ``module_arms`` (one arm per module, ``arms_by_module``) are
-    SL-SAM's. ``bar_mu``, ``bar_schedule`` and ``total_steps`` (the run's steps, which the
-    decaying schedules need) are BAR's.
+    SL-SAM's, as are ``descent``, ``auto_always_active`` (``always_active="auto"``, with the
+    head when ``head_always_active``), ``resample_every`` and ``sam_prob`` (SLSAM's options).
+    ``sam_schedule="late"`` replaces RST's and SL-SAM's probability of a SAM step with the
+    late-phase schedule: 0, then 1 from ``LATE_PHASE_START`` of ``total_steps`` on.
+    ``bar_mu``, ``bar_schedule`` and ``total_steps`` (the run's steps, which the decaying
+    schedules need) are BAR's.
     """
 
     base: str
@@ -71,6 +81,11 @@ class OptimConfig:
     bar_mu: float = 0.5
     bar_schedule: str = "constant"
     total_steps: int | None = None
+    descent: str = "sampled"
+    auto_always_active: bool = False
+    resample_every: int = 1
+    sam_prob: float = 1.0
+    sam_schedule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,8 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
     if method == "asam":
         return SAM(params, base, rho=cfg.asam_rho, adaptive=True, **kwargs)
     if method == "rst":
-        return RST(params, base, rho=cfg.rho, sam_prob=cfg.sample_ratio, seed=cfg.seed, **kwargs)
+        sam_prob = _sam_prob(cfg, cfg.sample_ratio)
+        return RST(params, base, rho=cfg.rho, sam_prob=sam_prob, seed=cfg.seed, **kwargs)
     if method in BAR_METHODS:
         pairs = lora_pairs(model)
         if not pairs:
@@ -135,6 +151,9 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
         )
     if method == "slsam":
         head = fresh_head(model) if cfg.head_always_active else None
+        always_active: list[Any] = [head] if head is not None else []
+        if cfg.auto_always_active:
+            always_active.append("auto")
         return SLSAM(
             params,
             base,
@@ -144,10 +163,25 @@ def build_optimizer(method: str, model: nn.Module, cfg: OptimConfig) -> torch.op
             bandit_lr=cfg.bandit_lr,
             seed=cfg.seed,
             arms=_module_arms(model, head) if cfg.module_arms else None,
-            always_active=head,
+            always_active=always_active or None,
+            descent=cfg.descent,
+            resample_every=cfg.resample_every,
+            sam_prob=_sam_prob(cfg, cfg.sam_prob),
             **kwargs,
         )
     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _sam_prob(cfg: OptimConfig, constant: float) -> float | schedules.Schedule:
+    """``constant``, or the late-phase schedule when ``cfg.sam_schedule == "late"``."""
+    if cfg.sam_schedule is None:
+        return constant
+    if cfg.sam_schedule != "late" or cfg.total_steps is None:
+        raise ValueError(
+            f"sam_schedule must be None or 'late' (with total_steps set), got "
+            f"{cfg.sam_schedule!r} with total_steps={cfg.total_steps}"
+        )
+    return schedules.piecewise([int(LATE_PHASE_START * cfg.total_steps)], [0.0, 1.0])
 
 
 def _module_arms(model: nn.Module, head: nn.Module | None) -> list[list[torch.Tensor]]:
@@ -247,6 +281,7 @@ def train_and_test(
     run: RunConfig,
     observer: Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None] | None = None,
     extend: Extension | None = None,
+    after_step: AfterStep | None = None,
 ) -> MethodResult:
     """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it on
     ``data.test`` (whichever held-out split the caller put there).
@@ -262,6 +297,8 @@ def train_and_test(
     ``run.steps``, training continues on the same batch stream up to it and the result of
     the whole run (tested again; its peak memory is the first part's) is ``extended``. The
     learning rate is constant, so the continued run is the run of that many steps.
+    ``after_step(model, seconds)``, if given, is called (untimed) after every step, the
+    continued ones included.
     """
     torch.manual_seed(run.seed)
     model = build_model().to(run.device)
@@ -274,19 +311,21 @@ def train_and_test(
         optimizer = build_optimizer(method, model, optim)
         on_step = observer(model, optimizer) if observer is not None else None
         metered_seconds, active = _train(
-            method, model, optimizer, train, batches, metered, on_step, progress
+            method, model, optimizer, train, batches, metered, on_step, progress, after_step, True
         )
     peak_mib, seconds, timed_steps = memory.peak_mib, 0.0, 0
     while metered + timed_steps < run.steps:
         chunk = min(METER_EVERY - 1, run.steps - metered - timed_steps)
         chunk_seconds, chunk_active = _train(
-            method, model, optimizer, train, batches, chunk, on_step, progress
+            method, model, optimizer, train, batches, chunk, on_step, progress, after_step
         )
         seconds, timed_steps = seconds + chunk_seconds, timed_steps + chunk
         active += chunk_active
         if metered + timed_steps < run.steps:
             with PeakMemory(run.device) as sampled:
-                _, one = _train(method, model, optimizer, train, batches, 1, on_step, progress)
+                _, one = _train(
+                    method, model, optimizer, train, batches, 1, on_step, progress, after_step, True
+                )
             metered, active = metered + 1, active + one
             peak_mib = max(peak_mib, sampled.peak_above_mib(memory.start_bytes))
     progress.close()
@@ -306,7 +345,7 @@ def train_and_test(
         return result
     more = StepProgress(total - run.steps, f"{method:>6}", enabled=run.progress)
     extra_seconds, extra_active = _train(
-        method, model, optimizer, train, batches, total - run.steps, None, more
+        method, model, optimizer, train, batches, total - run.steps, None, more, after_step
     )
     more.close()
     active += extra_active
@@ -329,9 +368,12 @@ def _train(
     steps: int,
     on_step: StepObserver | None,
     progress: StepProgress,
+    after_step: AfterStep | None = None,
+    metered: bool = False,
 ) -> tuple[float, list[float]]:
     """The training loop over the next ``steps`` of ``batches``, reported to ``progress``:
-    returns the timed seconds and each step's active fraction."""
+    returns the timed seconds and each step's active fraction. ``after_step`` gets each
+    step's seconds, flagged as not counting when the steps run ``metered``."""
     model.train()
     active: list[float] = []
     seconds = 0.0
@@ -344,6 +386,10 @@ def _train(
         start = time.perf_counter()
         loss = train_step(method, model, optimizer, x, y)
         _sync(train.inputs.device)
-        seconds += time.perf_counter() - start
+        step_seconds = time.perf_counter() - start
+        seconds += step_seconds
         progress.update(progress.done, loss.detach())
+        if after_step is not None:
+            after_step(model, step_seconds, not metered)
+            model.train()
     return seconds, active

@@ -10,6 +10,7 @@ from typing import Any
 from slsam_kernels.apps.demo.deps import require
 
 from .comparisons import rows_of
+from .curves import TOLERANCE, curves_by_variant
 
 MATPLOTLIB_INSTALL = "pip install matplotlib"
 
@@ -128,6 +129,40 @@ def balancedness(record: dict[str, Any], path: Path) -> Path | None:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(settings) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_seconds(record: dict[str, Any], path: Path) -> Path | None:
+    """One panel per task and noise level with curves: validation accuracy against cumulative
+    timed training seconds, per method its seed mean (line) and the seeds' min-max (band),
+    and SAM's target (its final accuracy minus the tolerance). None (no file) when no run
+    recorded a curve."""
+    settings = [s for s in record["settings"] if curves_by_variant(s)]
+    if not settings:
+        return None
+    plt = _pyplot()
+    rows, cols = _grid(len(settings))
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        curves = curves_by_variant(setting)
+        for name, curve in curves.items():
+            seconds = [p["seconds"] for p in curve]
+            (line,) = ax.plot(seconds, [p["val_acc"] for p in curve], label=name, lw=1.2)
+            lo, hi = [p["lo"] for p in curve], [p["hi"] for p in curve]
+            ax.fill_between(seconds, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
+        if "sam" in curves:
+            target = curves["sam"][-1]["val_acc"] - TOLERANCE
+            ax.axhline(target, color="black", ls=":", lw=1, label="SAM's final - 0.5 pt")
+        ax.set_title(f"{setting['task']}, {setting['noise']:.0%} label noise")
+        ax.set_xlabel("timed training seconds (seed mean)")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(settings) :]:
         ax.set_visible(False)
     fig.tight_layout()

@@ -117,11 +117,12 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - started
         record = report.to_json(config, settings, str(device), seconds, load_at_start)
         paths = [*report.write(record, out)]
-        cost_chart, arms_chart, balance_chart = report.output_paths(out)[2:]
+        cost_chart, arms_chart, balance_chart, curve_chart = report.output_paths(out)[2:]
         paths.append(charts.accuracy_vs_cost(record, cost_chart))
         optional = [
             charts.arm_distribution(record, arms_chart),
             charts.balancedness(record, balance_chart),
+            charts.accuracy_vs_seconds(record, curve_chart),
         ]
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,9 +16,17 @@ to build the model; each setting 10 s to load data plus a warm-up step of every 
 equal-time variant continues each run until it has spent SAM's time (``budget.py``): the extra
 steps cost ``SAM - its cost`` base steps per equal-steps step, plus one more test. BAR steps
 cost one base step; each BAR variant adds one tuning run per entry of the task's ``bar_grid``.
+SLSAM's options (not measured yet; from the pass counts): ``descent="all"`` runs one sparse
+and one full pass, half SL-SAM's step and half SAM's; a plain step (``sam_prob``) costs one
+base step with ``descent="all"``, half an SL-SAM step otherwise; the late-phase schedule
+takes SAM steps on a quarter of the steps. Each variant with ``tune_rho`` adds one tuning run
+per entry of ``sparse_rho_grid``; a curve evaluates the validation split every
+``curve_every`` steps (of the run continued to SAM's time, where it is).
 """
 
 from __future__ import annotations
+
+from slsam_kernels.apps.demo.train import LATE_PHASE_START
 
 from .config import VARIANTS, EvalConfig, TaskSpec
 
@@ -41,12 +49,17 @@ def base_step_seconds(spec: TaskSpec) -> float:
 def relative_cost(variant: str) -> float:
     """A variant's step cost in base steps."""
     v = VARIANTS[variant]
+    sam_share = 1.0 - LATE_PHASE_START if v.sam_schedule == "late" else None
     if v.method in ("sam", "asam"):
         return SAM_COST
     if v.method == "rst":
-        return 1.0 + (SAM_COST - 1.0) * v.sample_ratio
+        return 1.0 + (SAM_COST - 1.0) * (v.sample_ratio if sam_share is None else sam_share)
     if v.method == "slsam":
-        return 1.43 + 0.62 * v.sample_ratio
+        sparse = 1.43 + 0.62 * v.sample_ratio
+        sam_step = sparse if v.descent == "sampled" else (sparse + SAM_COST) / 2
+        plain_step = sparse / 2 if v.descent == "sampled" else 1.0
+        p = v.sam_prob if sam_share is None else sam_share
+        return p * sam_step + (1.0 - p) * plain_step
     return 1.0
 
 
@@ -62,6 +75,10 @@ def estimate_seconds(config: EvalConfig) -> dict[str, float]:
         tune_runs += bar_tuning
         tune_steps = len(spec.lr_grid) + SAM_COST * (len(spec.rho_grid) > 1) * len(spec.rho_grid)
         tune_steps += bar_tuning
+        rho_tuned = [v for v in config.variants if VARIANTS[v].tune_rho]
+        if len(spec.sparse_rho_grid) > 1:
+            tune_runs += len(rho_tuned) * len(spec.sparse_rho_grid)
+            tune_steps += len(spec.sparse_rho_grid) * sum(relative_cost(v) for v in rho_tuned)
         train_steps = seeds * sum(relative_cost(v) for v in config.variants)
         runs = tune_runs + seeds * len(config.variants)
         eval_examples = tune_runs * spec.val_size + seeds * len(config.variants) * spec.test_size
@@ -70,6 +87,13 @@ def estimate_seconds(config: EvalConfig) -> dict[str, float]:
             max(0.0, SAM_COST - relative_cost(v)) for v in config.equal_time_variants
         )
         eval_examples += seeds * len(config.equal_time_variants) * spec.test_size
+        if spec.curve_every is not None:
+            # each run's points; a continued run's reach SAM's time
+            run_steps = sum(
+                spec.steps * (SAM_COST / relative_cost(v) if v in config.equal_time_variants else 1)
+                for v in config.variants
+            )
+            eval_examples += seeds * run_steps / spec.curve_every * spec.val_size
         seconds = (
             (tune_steps + train_steps + extra_steps) * spec.steps * step
             + eval_examples * step / spec.batch_size / 3

@@ -20,6 +20,7 @@ from .arms import ArmRecorder, all_of, arm_recorders
 from .balance import BalanceRecorder, balance_recorders
 from .budget import extension, training_seconds
 from .config import VARIANTS, EvalConfig, TaskSpec
+from .curves import CurveRecorder
 
 ARM_WINDOWS = 10
 _CARVE_STREAM = 0x5EED_CA7E  # offsets the data seed for the validation carve-out
@@ -53,6 +54,8 @@ class Setting:
     asam_rho: float
     #: Per BAR variant: its (mu, schedule) grid, their validation accuracies, the choice.
     bar: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per variant with ``tune_rho``: its rho grid, their validation accuracies, the choice.
+    rho_by_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -97,6 +100,24 @@ def _optim(spec: TaskSpec, base: str, lr: float, rho: float, seed: int) -> demo_
     )
 
 
+def _variant_optim(name: str, optim: demo_train.OptimConfig) -> demo_train.OptimConfig:
+    """``optim`` with variant ``name``'s options."""
+    variant = VARIANTS[name]
+    return replace(
+        optim,
+        sample_ratio=variant.sample_ratio,
+        bandit=variant.bandit,
+        bandit_lr=variant.bandit_lr,
+        head_always_active=variant.head_always_active,
+        module_arms=variant.module_arms,
+        auto_always_active=variant.auto_always_active,
+        descent=variant.descent,
+        resample_every=variant.resample_every,
+        sam_prob=variant.sam_prob,
+        sam_schedule=variant.sam_schedule,
+    )
+
+
 def _run_config(spec: TaskSpec, seed: int, device: torch.device) -> demo_train.RunConfig:
     return demo_train.RunConfig(
         steps=spec.steps, batch_size=spec.batch_size, seed=seed, device=device, progress=False
@@ -132,9 +153,15 @@ def evaluate_setting(
     tune_seed = config.seeds[0]
 
     def val_accuracy(
-        method: str, lr: float, rho: float, bar: tuple[float, str] | None = None
+        method: str,
+        lr: float,
+        rho: float,
+        bar: tuple[float, str] | None = None,
+        variant: str | None = None,
     ) -> float:
         optim = _optim(spec, base, lr, rho, tune_seed)
+        if variant is not None:
+            optim = _variant_optim(variant, optim)
         if bar is not None:
             optim = replace(optim, bar_mu=bar[0], bar_schedule=bar[1])
         run = _run_config(spec, tune_seed, device)
@@ -177,6 +204,22 @@ def evaluate_setting(
             "schedule": schedule,
         }
         log(f"    chosen for {name}: mu {mu:g}, {schedule} schedule")
+    for name in config.variants:
+        variant = VARIANTS[name]
+        if not variant.tune_rho or not spec.sparse_rho_grid:
+            continue
+        scores, chosen = _grid_search(
+            spec.sparse_rho_grid,
+            lambda v, variant=variant, name=name: val_accuracy(variant.method, lr, v, variant=name),
+            log,
+            f"{name} rho",
+        )
+        setting.rho_by_variant[name] = {
+            "grid": list(spec.sparse_rho_grid),
+            "val_acc": scores,
+            "rho": chosen,
+        }
+        log(f"    chosen for {name}: rho {chosen:g}")
     run_order = list(config.variants)
     if config.equal_time_variants:
         run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
@@ -213,19 +256,16 @@ def _train_variant(
     sampled), then with a budget its equal-time record (the run continued)."""
     variant = VARIANTS[name]
     method = setting.base if variant.method == "base" else variant.method
-    optim = replace(
-        _optim(spec, setting.base, setting.lr, setting.rho, seed),
-        sample_ratio=variant.sample_ratio,
-        bandit=variant.bandit,
-        bandit_lr=variant.bandit_lr,
-        head_always_active=variant.head_always_active,
-        module_arms=variant.module_arms,
-    )
+    rho = setting.rho_by_variant.get(name, {}).get("rho", setting.rho)
+    optim = _variant_optim(name, _optim(spec, setting.base, setting.lr, rho, seed))
     if name in setting.bar:
         chosen = setting.bar[name]
         optim = replace(optim, bar_mu=chosen["mu"], bar_schedule=chosen["schedule"])
     recorders: list[ArmRecorder] = []
     balances: list[BalanceRecorder] = []
+    curve = (
+        CurveRecorder(splits.tune.test, spec.curve_every) if spec.curve_every is not None else None
+    )
     result = demo_train.train_and_test(
         method,
         prepared.build_model,
@@ -236,8 +276,12 @@ def _train_variant(
             arm_recorders(spec.steps, ARM_WINDOWS, recorders), balance_recorders(balances)
         ),
         extend=extension(budget_seconds) if budget_seconds is not None else None,
+        after_step=curve,
     )
     records = [{"variant": name, "seed": seed, "budget": "steps", **_fields(result)}]
+    if curve is not None:
+        # the whole run's curve, a continued run included (validation split, untimed)
+        records[0]["curve"] = curve.points()
     if recorders:
         records[0]["arms"] = recorders[0].summary()
     if balances:

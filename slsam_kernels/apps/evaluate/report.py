@@ -19,6 +19,7 @@ from slsam_kernels.apps.measure.provenance import git_revision
 
 from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
 from .config import EvalConfig
+from .curves import time_to_sam_lines
 from .protocol import Setting
 
 
@@ -43,6 +44,7 @@ def summarize(setting: Setting) -> list[dict[str, Any]]:
                 "seeds": len(runs),
                 "acc_mean": statistics.fmean(acc),
                 "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "acc_se": statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else 0.0,
                 "acc_min": min(acc),
                 "acc_max": max(acc),
                 "steps": statistics.fmean(r["steps"] for r in runs),
@@ -149,6 +151,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             f"by SAM rho: {_grid(setting['rho_grid'], setting['val_acc_by_rho'])} -> rho "
             f"{setting['rho']:g}; ASAM rho {setting['asam_rho']:g}.",
             *_bar_tuning(setting),
+            *_rho_tuning(setting),
             "",
             f"Equal steps ({summary[0]['steps']:.0f} each):" if summary else "Equal steps:",
             "",
@@ -159,12 +162,14 @@ def to_markdown(record: dict[str, Any]) -> str:
             peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
             lines.append(
                 f"| {row['variant']} ({row['method']}) | {row['acc_mean']:.3f} ± "
-                f"{row['acc_std']:.3f} | {row['seconds_per_step']:.3f} | "
+                f"{row['acc_std']:.3f} (SE {row['acc_se']:.3f}) | {row['seconds_per_step']:.3f} | "
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
         lines += _against_sam(summary)
         lines += _cost_over_base(summary)
         lines += equal_time_lines(setting)
+        curve_lines = time_to_sam_lines(setting)
+        lines += ["", *curve_lines] if curve_lines else []
         lines += _top_arms(setting["runs"])
     lines += active_fraction_lines(record)
     lines += goal_lines(record)
@@ -220,6 +225,14 @@ def _bar_tuning(setting: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rho_tuning(setting: dict[str, Any]) -> list[str]:
+    """A line per variant that tuned its own rho: validation accuracy by rho, the choice."""
+    return [
+        f"{name} by rho: {_grid(tuned['grid'], tuned['val_acc'])} -> rho {tuned['rho']:g}."
+        for name, tuned in setting.get("rho_by_variant", {}).items()
+    ]
+
+
 def _cost_over_base(summary: list[dict[str, Any]]) -> list[str]:
     """Each BAR variant's time per step over the base optimizer's (BAR's cost)."""
     base = next((r for r in summary if r["variant"] == "base"), None)
@@ -235,7 +248,12 @@ def _cost_over_base(summary: list[dict[str, Any]]) -> list[str]:
 
 
 #: The charts' file names (charts.py draws them).
-CHART_NAMES = ("accuracy_vs_cost.png", "bandit_arms.png", "balancedness.png")
+CHART_NAMES = (
+    "accuracy_vs_cost.png",
+    "bandit_arms.png",
+    "balancedness.png",
+    "accuracy_vs_seconds.png",
+)
 
 
 def output_paths(out: Path) -> tuple[Path, ...]:

@@ -1,0 +1,204 @@
+"""The frontier evaluation (issue 29): its methods build the SLSAM/RST options they name, runs
+record validation-accuracy curves against timed seconds, the report computes the time to SAM's
+accuracy, and the configuration fits its 120 minutes with the budgets the goal needs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from test_evaluate import BLOBS
+from torch import nn
+
+from slsam_kernels import schedules
+from slsam_kernels.apps.demo import tasks
+from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.data import Split
+from slsam_kernels.apps.evaluate import cli, curves, protocol
+from slsam_kernels.apps.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
+from slsam_kernels.apps.evaluate.estimate import estimate_seconds, relative_cost
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 3)
+
+
+def _built(name: str, model: nn.Module, total_steps: int = 100):
+    optim = demo_train.OptimConfig(
+        base="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        rho=0.05,
+        asam_rho=0.5,
+        sample_ratio=0.5,
+        seed=0,
+        total_steps=total_steps,
+    )
+    optim = protocol._variant_optim(name, optim)
+    return demo_train.build_optimizer(VARIANTS[name].method, model, optim)
+
+
+def test_frontier_variants_build_the_options_they_name():
+    model = _Net()
+    auto_head = _built("slsam-robust-auto-head-0.2", model)
+    assert auto_head.arms == [model.body.weight]  # the head and every 1-d tensor kept out
+    assert auto_head.bandit == "robust" and auto_head.sample_ratio == 0.2
+    model.requires_grad_(True)
+    full = _built("slsam-all-0.2", model)
+    assert full.descent == "all" and full.resample_every == 1 and full.sam_prob == 1.0
+    model.requires_grad_(True)
+    held = _built("slsam-all-0.2-hold10", model)
+    assert held.resample_every == 10
+    model.requires_grad_(True)
+    late = _built("slsam-all-0.2-late", model, total_steps=100)
+    assert late.sam_prob == schedules.piecewise([75], [0.0, 1.0])
+    assert not late.next_step_is_sam
+    model.requires_grad_(True)
+    rst = _built("rst-late", model, total_steps=8)
+    assert rst.sam_prob == schedules.piecewise([6], [0.0, 1.0])
+
+
+def test_late_schedule_needs_the_run_length():
+    optim = replace(
+        protocol._variant_optim("rst-late", _built_optim()),
+        total_steps=None,
+    )
+    with pytest.raises(ValueError, match="total_steps"):
+        demo_train.build_optimizer("rst", _Net(), optim)
+
+
+def _built_optim() -> demo_train.OptimConfig:
+    return demo_train.OptimConfig(
+        base="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.0,
+        rho=0.05,
+        asam_rho=0.5,
+        sample_ratio=0.5,
+        seed=0,
+    )
+
+
+def test_curve_recorder_charges_metered_steps_their_neighbours_mean():
+    split = Split(torch.randn(6, 8), torch.randint(0, 3, (6,)))
+    model = nn.Linear(8, 3)
+    recorder = curves.CurveRecorder(split, every=2)
+    for seconds, counted in [(5.0, False), (1.0, True), (3.0, True), (9.0, False)]:
+        recorder(model, seconds, counted)
+    points = recorder.points()
+    assert [p["step"] for p in points] == [2, 4]
+    # the metered steps (5 s, 9 s) are charged the counted steps' mean, 2 s
+    assert [p["seconds"] for p in points] == [3.0, 8.0]
+    expected = demo_train.accuracy(model, split)
+    assert all(p["val_acc"] == expected for p in points)
+    with pytest.raises(ValueError, match="every"):
+        curves.CurveRecorder(split, every=0)
+
+
+def _run(variant: str, seed: int, points: list[tuple[float, float]]) -> dict:
+    curve = [{"step": 10 * (i + 1), "seconds": s, "val_acc": a} for i, (s, a) in enumerate(points)]
+    return {"variant": variant, "seed": seed, "budget": "steps", "curve": curve}
+
+
+def test_time_to_sams_accuracy_is_the_first_seed_mean_crossing():
+    setting = {
+        "runs": [
+            _run("sam", 0, [(10, 0.70), (20, 0.80)]),
+            _run("sam", 1, [(10, 0.72), (20, 0.82)]),  # final mean 0.81, target 0.805
+            _run("fast", 0, [(4, 0.79), (8, 0.80), (12, 0.83)]),
+            _run("fast", 1, [(6, 0.80), (10, 0.82), (14, 0.83)]),  # mean 0.81 at 9 s
+            _run("slow", 0, [(5, 0.6), (10, 0.7)]),
+            _run("slow", 1, [(5, 0.6), (10, 0.7)]),
+        ]
+    }
+    found = curves.time_to_sam(setting)
+    assert found["target"] == pytest.approx(0.805)
+    assert found["sam_seconds"] == 20
+    assert found["ratio"]["fast"] == pytest.approx(9 / 20)
+    assert found["ratio"]["sam"] == 1.0 and found["ratio"]["slow"] is None
+    lines = curves.time_to_sam_lines(setting)
+    assert any(line.startswith("| fast | 0.45x |") for line in lines)
+    assert any(line.startswith("| slow | never |") for line in lines)
+    assert curves.time_to_sam({"runs": [_run("fast", 0, [(1, 0.5)])]}) is None
+
+
+def test_frontier_config_fits_120_minutes_with_the_budgets_the_goal_needs():
+    frontier = CONFIGS["frontier"]
+    assert estimate_seconds(frontier)["total"] <= 120 * 60
+    image, text = frontier.tasks
+    assert (image.task, text.task) == ("image", "text")
+    assert image.steps >= 600 and text.steps >= 150 and len(frontier.seeds) >= 3
+    assert image.noises == text.noises == (0.0, 0.4)
+    assert {
+        "base",
+        "sam",
+        "rst-late",
+        "slsam-0.2",
+        "slsam-robust-auto-head-0.2",
+        "slsam-all-0.2",
+        "slsam-all-0.2-late",
+    } <= set(frontier.variants)
+    for spec in frontier.tasks:
+        assert max(spec.sparse_rho_grid) >= 10 * spec.rho_grid[0]
+        assert spec.curve_every is not None and spec.steps % spec.curve_every == 0
+    tuned = [v for v in frontier.variants if VARIANTS[v].tune_rho]
+    assert tuned and all(VARIANTS[v].method == "slsam" for v in tuned)
+    assert "slsam-0.2" not in tuned  # the paper's SL-SAM keeps SAM's rho
+    assert relative_cost("slsam-all-0.2-late") < relative_cost("slsam-all-0.2") < 2.05
+
+
+@pytest.fixture
+def blobs_frontier(monkeypatch) -> EvalConfig:
+    """The synthetic blobs task (test_evaluate's) with the frontier's curves and rho grid."""
+    monkeypatch.setitem(tasks.TASKS, "blobs", BLOBS)
+    spec = TaskSpec(
+        task="blobs",
+        noises=(0.4,),
+        train_size=64,
+        val_size=16,
+        test_size=32,
+        steps=6,
+        batch_size=8,
+        lr_grid=(0.1,),
+        rho_grid=(0.05,),
+        sparse_rho_grid=(0.05, 0.5),
+        curve_every=2,
+    )
+    variants = ("base", "sam", "rst-late", "slsam-all-0.2", "slsam-all-0.2-late")
+    config = EvalConfig(name="blobs", tasks=(spec,), variants=variants, seeds=(0, 1))
+    monkeypatch.setitem(CONFIGS, "blobs", replace(config, equal_time=True))
+    return config
+
+
+def test_frontier_evaluation_records_curves_and_the_time_to_sam(blobs_frontier, tmp_path):
+    argv = ["--config", "blobs", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    (setting,) = record["settings"]
+    assert set(setting["rho_by_variant"]) == {"slsam-all-0.2", "slsam-all-0.2-late"}
+    for tuned in setting["rho_by_variant"].values():
+        assert tuned["grid"] == [0.05, 0.5] and tuned["rho"] in tuned["grid"]
+    for run in setting["runs"]:
+        if run["budget"] != "steps":
+            assert "curve" not in run
+            continue
+        steps = [p["step"] for p in run["curve"]]
+        assert steps[:3] == [2, 4, 6] and all(b - a == 2 for a, b in itertools.pairwise(steps))
+        seconds = [p["seconds"] for p in run["curve"]]
+        assert all(0 < a < b for a, b in itertools.pairwise(seconds))
+        assert all(0.0 <= p["val_acc"] <= 1.0 for p in run["curve"])
+    markdown = (tmp_path / "results.md").read_text()
+    assert "Time to SAM's accuracy" in markdown and "| slsam-all-0.2-late |" in markdown
+    assert "slsam-all-0.2 by rho: 0.05: " in markdown
+    assert (tmp_path / "accuracy_vs_seconds.png").read_bytes()[:8] == PNG_MAGIC
