@@ -128,7 +128,11 @@ def test_plain_adamw_state_is_refused_by_an_sgd_base():
 @pytest.mark.parametrize(
     ("kind", "kept"),
     [
-        (SLSAM, "(bandit, probs, active_mask, generator)"),
+        (
+            SLSAM,
+            "(bandit, probs, active_mask, generator, step_index, steps_held, next_is_sam, "
+            "coin_generator, update_counts)",
+        ),
         (RST, "(step_index, generator)"),
         (BAR, "(steps_taken)"),
     ],

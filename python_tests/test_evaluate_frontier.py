@@ -53,17 +53,17 @@ def test_frontier_variants_build_the_options_they_name():
     auto_head = _built("slsam-robust-auto-head-0.2", model)
     assert auto_head.arms == [model.body.weight]  # the head and every 1-d tensor kept out
     assert auto_head.bandit == "robust" and auto_head.sample_ratio == 0.2
-    model.requires_grad_(True)
+    auto_head.release()  # each SLSAM gives the model back before the next is built
     full = _built("slsam-all-0.2", model)
     assert full.descent == "all" and full.resample_every == 1 and full.sam_prob == 1.0
-    model.requires_grad_(True)
+    full.release()
     held = _built("slsam-all-0.2-hold10", model)
     assert held.resample_every == 10
-    model.requires_grad_(True)
+    held.release()
     late = _built("slsam-all-0.2-late", model, total_steps=100)
     assert late.sam_prob == schedules.piecewise([75], [0.0, 1.0])
     assert not late.next_step_is_sam
-    model.requires_grad_(True)
+    late.release()
     rst = _built("rst-late", model, total_steps=8)
     assert rst.sam_prob == schedules.piecewise([6], [0.0, 1.0])
 
