@@ -11,6 +11,7 @@ import pytest
 import torch
 from triton_testing import DEVICE, TRITON_MARKS
 
+from slsam_kernels import ops
 from slsam_kernels.backends import reference
 from slsam_kernels.backends import triton_kernels as triton_backend
 from slsam_kernels.backends.triton_kernels import _tables
@@ -30,7 +31,8 @@ def _every_op(device: str) -> None:
     for optimizer in (torch.optim.AdamW, torch.optim.SGD):
         for p, g in zip(params, grads):
             p.grad = g.clone()
-        assert triton_backend.fused_restore_step(optimizer(params, lr=0.1), params, backups)
+        fused_restore_step = ops.bind("triton", torch.device(device)).fused_restore_step
+        assert fused_restore_step(optimizer(params, lr=0.1), params, backups)
     probs = torch.full((7,), 0.5, device=device)
     idx = torch.tensor([1, 4], device=device)
     triton_backend.bandit_update(probs, torch.ones(2, device=device), idx, 3.5)
