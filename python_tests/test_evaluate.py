@@ -14,10 +14,11 @@ from slsam_kernels import SLSAM
 from slsam_kernels.apps.demo import data as demo_data
 from slsam_kernels.apps.demo import models, tasks
 from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.variants import VARIANTS
 from slsam_kernels.apps.evaluate import cli, protocol, report
 from slsam_kernels.apps.evaluate.arms import ArmRecorder
 from slsam_kernels.apps.evaluate.budget import equal_time_steps
-from slsam_kernels.apps.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
+from slsam_kernels.apps.evaluate.config import CONFIGS, EvalConfig, TaskSpec
 from slsam_kernels.apps.evaluate.estimate import estimate_seconds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -412,9 +413,12 @@ def test_equal_time_runs_get_sams_training_seconds_and_are_reported(blobs, fake_
     assert "## Active fraction of parameter elements" in markdown
     assert "| paper, s = 0.2 | n/a |" in markdown
     assert "## Goal check" in markdown
-    active, goal = [ln for ln in markdown.splitlines() if ln.startswith("| slsam-robust-0.2 |")]
+    rows = [ln for ln in markdown.splitlines() if ln.startswith("| slsam-robust-0.2 |")]
+    active, goal, time_goal = rows
     assert active == f"| slsam-robust-0.2 | {summary[4]['active_fraction']:.3f} |"
     assert goal.count(";") == 2 and goal.rstrip(" |").endswith(("yes", "no"))
+    assert "## Goal check: SAM's accuracy in at most 0.75x SAM's time" in markdown
+    assert time_goal.rstrip(" |").endswith(("**yes**", "**moonshot**", "no"))
 
 
 def test_medium_config_fits_about_90_minutes_with_the_budgets_the_goal_needs():

@@ -14,11 +14,13 @@ from test_evaluate import BLOBS
 from torch import nn
 
 from slsam_kernels import schedules
+from slsam_kernels.apps.demo import curves as demo_curves
 from slsam_kernels.apps.demo import tasks
 from slsam_kernels.apps.demo import train as demo_train
 from slsam_kernels.apps.demo.data import Split
-from slsam_kernels.apps.evaluate import cli, curves, protocol
-from slsam_kernels.apps.evaluate.config import CONFIGS, VARIANTS, EvalConfig, TaskSpec
+from slsam_kernels.apps.demo.variants import VARIANTS
+from slsam_kernels.apps.evaluate import cli, curves, frontier_goal
+from slsam_kernels.apps.evaluate.config import CONFIGS, EvalConfig, TaskSpec
 from slsam_kernels.apps.evaluate.estimate import estimate_seconds, relative_cost
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +46,7 @@ def _built(name: str, model: nn.Module, total_steps: int = 100):
         seed=0,
         total_steps=total_steps,
     )
-    optim = protocol._variant_optim(name, optim)
+    optim = VARIANTS[name].options(optim)
     return demo_train.build_optimizer(VARIANTS[name].method, model, optim)
 
 
@@ -70,7 +72,7 @@ def test_frontier_variants_build_the_options_they_name():
 
 def test_late_schedule_needs_the_run_length():
     optim = replace(
-        protocol._variant_optim("rst-late", _built_optim()),
+        VARIANTS["rst-late"].options(_built_optim()),
         total_steps=None,
     )
     with pytest.raises(ValueError, match="total_steps"):
@@ -93,17 +95,17 @@ def _built_optim() -> demo_train.OptimConfig:
 def test_curve_recorder_charges_metered_steps_their_neighbours_mean():
     split = Split(torch.randn(6, 8), torch.randint(0, 3, (6,)))
     model = nn.Linear(8, 3)
-    recorder = curves.CurveRecorder(split, every=2)
-    for seconds, counted in [(5.0, False), (1.0, True), (3.0, True), (9.0, False)]:
+    recorder = demo_curves.CurveRecorder(split, every=2, also_at=5)
+    for seconds, counted in [(5.0, False), (1.0, True), (3.0, True), (9.0, False), (2.0, True)]:
         recorder(model, seconds, counted)
     points = recorder.points()
-    assert [p["step"] for p in points] == [2, 4]
+    assert [p["step"] for p in points] == [2, 4, 5]  # every 2 steps, and at step 5
     # the metered steps (5 s, 9 s) are charged the counted steps' mean, 2 s
-    assert [p["seconds"] for p in points] == [3.0, 8.0]
+    assert [p["seconds"] for p in points] == [3.0, 8.0, 10.0]
     expected = demo_train.accuracy(model, split)
     assert all(p["val_acc"] == expected for p in points)
     with pytest.raises(ValueError, match="every"):
-        curves.CurveRecorder(split, every=0)
+        demo_curves.CurveRecorder(split, every=0)
 
 
 def _run(variant: str, seed: int, points: list[tuple[float, float]]) -> dict:
@@ -201,4 +203,55 @@ def test_frontier_evaluation_records_curves_and_the_time_to_sam(blobs_frontier, 
     markdown = (tmp_path / "results.md").read_text()
     assert "Time to SAM's accuracy" in markdown and "| slsam-all-0.2-late |" in markdown
     assert "slsam-all-0.2 by rho: 0.05: " in markdown
-    assert (tmp_path / "accuracy_vs_seconds.png").read_bytes()[:8] == PNG_MAGIC
+    assert "## Goal check: SAM's accuracy in at most 0.75x" in markdown
+    chart = tmp_path / "accuracy_vs_seconds.png"
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+    # the report and charts are written again from the JSON alone, no training
+    (tmp_path / "results.md").unlink()
+    chart.unlink()
+    assert cli.main(["--from-json", str(tmp_path / "results.json")]) == 0
+    assert (tmp_path / "results.md").read_text() == markdown
+    assert chart.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_from_json_names_an_unreadable_record(tmp_path, capsys):
+    assert cli.main(["--from-json", str(tmp_path / "absent.json")]) == 2
+    assert "cannot read the evaluation record" in capsys.readouterr().err
+
+
+def _row(variant: str, acc_mean: float, acc_se: float, train_seconds: float) -> dict:
+    return {
+        "variant": variant,
+        "budget": "steps",
+        "acc_mean": acc_mean,
+        "acc_se": acc_se,
+        "train_seconds": train_seconds,
+    }
+
+
+def _goal_setting(sam_acc: float) -> dict:
+    """SAM at ``sam_acc`` in 100 s, base at 0.70, and four methods around the goal's edges."""
+    summary = [
+        _row("base", 0.70, 0.004, 50.0),
+        _row("sam", sam_acc, 0.004, 100.0),
+        _row("fast", sam_acc - 0.004, 0.004, 58.0),  # inside 0.5 point, under 0.6x
+        _row("edge", sam_acc - 0.004, 0.004, 74.0),  # under 0.75x
+        _row("short", sam_acc - 0.02, 0.004, 50.0),  # 2 points short
+        _row("slow", sam_acc + 0.01, 0.004, 90.0),  # better, but 0.9x SAM's time
+    ]
+    return {"task": "image", "noise": 0.4, "summary": summary, "runs": []}
+
+
+def test_frontier_goal_check_judges_accuracy_and_time_where_sam_beats_base():
+    lines = frontier_goal.frontier_goal_lines({"settings": [_goal_setting(0.75)]})
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+    assert "judged" in rows["SAM minus base"] and "not judged" not in rows["SAM minus base"]
+    assert rows["fast"].endswith("at 0.58x; val n/a: **moonshot** |")
+    assert rows["edge"].endswith("at 0.74x; val n/a: **yes** |")
+    assert rows["short"].endswith("-2.0 pt at 0.50x; val n/a: no |")
+    assert rows["slow"].endswith("at 0.90x; val n/a: no |")
+    assert "(inside noise)" in rows["fast"] and "(inside noise)" not in rows["short"]
+    assert "base" in rows and "sam" not in rows
+    # SAM 0.5 point over base, well inside 2 standard errors of the difference (1.1 points)
+    close = frontier_goal.frontier_goal_lines({"settings": [_goal_setting(0.705)]})
+    assert any("**not judged**: inside the seed noise" in line for line in close)

@@ -7,9 +7,13 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
+from . import charts
+from .curves import TOLERANCE, CurveRecorder, time_to_sam
 from .deps import MissingDependencyError
 from .tasks import TASKS
 from .train import (
@@ -21,6 +25,13 @@ from .train import (
     train_and_test,
     warm_up,
 )
+from .variants import RECOMMENDED, VARIANTS
+
+#: What ``--methods`` takes: the methods with the options given, and the named variants.
+CHOICES = (*METHODS, *(name for name in VARIANTS if name not in METHODS))
+DEFAULT_CHART = Path("demo-results") / "accuracy_vs_seconds.png"
+#: Curve points per run when ``--curve-every`` is left out.
+CURVE_POINTS = 10
 
 
 def comma_names(choices: Sequence[str]) -> Callable[[str], list[str]]:
@@ -78,10 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="image", help=tasks)
     parser.add_argument(
         "--methods",
-        type=comma_names(METHODS),
+        type=comma_names(CHOICES),
         default=None,
-        help=f"comma-separated, from {', '.join(METHODS)}; sgd and adamw run plain, the "
-        "others wrap --base (default: BASE,sam,slsam)",
+        help=f"comma-separated, from {', '.join(CHOICES)}; sgd and adamw run plain, the "
+        "others wrap --base; the named variants (slsam-0.2: the paper's SL-SAM at s = 0.2) "
+        "set their own options and keep --rho "
+        f"(default: BASE,sam,slsam-0.2,{RECOMMENDED})",
     )
     parser.add_argument(
         "--base",
@@ -134,6 +147,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--test-size", type=_positive_int, default=None, help="(default: the task's)"
     )
+    parser.add_argument(
+        "--curve-every",
+        type=_positive_int,
+        default=None,
+        help="test accuracy every this many steps (and at the last), untimed, for the "
+        f"accuracy-vs-seconds chart (default: steps / {CURVE_POINTS})",
+    )
+    parser.add_argument(
+        "--chart", type=Path, default=DEFAULT_CHART, help="where the chart is written"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the run")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda if available, else cpu)"
@@ -163,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or d.batch_size
     train_size = args.train_size or d.train_size
     test_size = args.test_size or d.test_size
-    methods = args.methods or [base, "sam", "slsam"]
+    methods = args.methods or [base, "sam", "slsam-0.2", RECOMMENDED]
+    curve_every = args.curve_every or max(1, steps // CURVE_POINTS)
     started = time.perf_counter()
     try:
         prepared = task.prepare(train_size, test_size, args.noise, args.seed)
@@ -174,28 +198,59 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
         run_config = RunConfig(steps=steps, batch_size=batch_size, seed=args.seed, device=device)
-        warm_up(methods, prepared.build_model, prepared.data, optim, run_config)
-        results = [
-            train_and_test(method, prepared.build_model, prepared.data, optim, run_config)
-            for method in methods
-        ]
+        kinds = [_method_and_options(name, base, optim)[0] for name in methods]
+        warm_up(kinds, prepared.build_model, prepared.data, optim, run_config)
+        results, curves = [], {}
+        for name in methods:
+            method, options = _method_and_options(name, base, optim)
+            curve = CurveRecorder(prepared.data.test, curve_every, also_at=steps)
+            result = train_and_test(
+                method, prepared.build_model, prepared.data, options, run_config, after_step=curve
+            )
+            results.append(replace(result, method=name))
+            curves[name] = curve.points()
+        title = f"{task.description}, {args.noise:.0%} label noise, {steps} steps, seed {args.seed}"
+        chart = charts.accuracy_vs_seconds(curves, title, args.chart)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(format_table(results))
+    found = time_to_sam(curves)
+    print(format_table(results, found))
+    if found is not None:
+        print(
+            f"to SAM's acc: the timed training seconds at which a run's test accuracy (every "
+            f"{curve_every} steps and at the last, untimed) first reaches SAM's final "
+            f"{found['target'] + TOLERANCE:.3f} minus {100 * TOLERANCE:g} point, over SAM's "
+            f"{found['sam_seconds']:.0f} s; one seed, one run"
+        )
+    print(f"accuracy-vs-seconds chart: {chart.resolve()}")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def format_table(results: list[MethodResult]) -> str:
-    """The results as a fixed-width text table, one row per method."""
+def _method_and_options(name: str, base: str, optim: OptimConfig) -> tuple[str, OptimConfig]:
+    """The demo method that ``name`` runs and its options: a method takes ``optim`` as given,
+    a named variant sets its own options on it."""
+    if name in METHODS:
+        return name, optim
+    variant = VARIANTS[name]
+    return variant.method_for(base), variant.options(optim)
+
+
+def format_table(results: list[MethodResult], found: dict | None = None) -> str:
+    """The results as a fixed-width text table, one row per method; with ``found``
+    (:func:`time_to_sam` of the runs' curves), each run's time and its time to SAM's accuracy
+    as multiples of SAM's time."""
     kind = results[0].memory_kind if results else ""
-    header = ("method", "test acc", "s/step", "active", f"peak MiB ({kind}, above weights)")
+    header = ("method", "test acc", "s/step", "time", "to SAM's acc", "active")
+    header += (f"peak MiB ({kind}, above weights)",)
     rows = [
         (
             r.method,
             f"{r.accuracy:.3f}",
             f"{r.seconds_per_step:.3f}",
+            _times_sam(r.method, found, "time"),
+            _times_sam(r.method, found, "ratio"),
             f"{r.active_fraction:.3f}",
             "n/a" if math.isnan(r.peak_mib) else f"{r.peak_mib:.0f}",
         )
@@ -210,14 +265,23 @@ def format_table(results: list[MethodResult]) -> str:
     return "\n".join(lines)
 
 
+def _times_sam(method: str, found: dict | None, key: str) -> str:
+    """``found[key][method]`` (a multiple of SAM's time) as a cell: n/a without SAM."""
+    if found is None:
+        return "n/a"
+    value = found[key][method]
+    return "never" if value is None else f"{value:.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the demo."""
     parser = argparse.ArgumentParser(
         prog="python -m slsam_kernels demo",
         formatter_class=DefaultsHelpFormatter,
-        description="Fine-tune a pretrained model on noisy labels with a base optimizer, SAM "
-        "and SL-SAM; print test accuracy, seconds per step, fraction of parameters active "
-        "and peak memory for each.",
+        description="Fine-tune a pretrained model on noisy labels with a base optimizer, SAM, "
+        "the paper's SL-SAM and the configuration this package recommends; print test "
+        "accuracy, seconds per step, time and time to SAM's accuracy, fraction of parameters "
+        "active and peak memory for each, and write an accuracy-vs-seconds chart.",
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -7,18 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from slsam_kernels.apps.demo.deps import require
+from slsam_kernels.apps.demo.charts import draw_curves, pyplot
 
 from .comparisons import rows_of
-from .curves import TOLERANCE, curves_by_variant
-
-MATPLOTLIB_INSTALL = "pip install matplotlib"
-
-
-def _pyplot() -> Any:
-    matplotlib = require("matplotlib", MATPLOTLIB_INSTALL)
-    matplotlib.use("Agg")
-    return require("matplotlib.pyplot", MATPLOTLIB_INSTALL)
+from .curves import curves_by_variant
 
 
 def _grid(count: int) -> tuple[int, int]:
@@ -29,7 +21,7 @@ def _grid(count: int) -> tuple[int, int]:
 def accuracy_vs_cost(record: dict[str, Any], path: Path) -> Path:
     """One panel per task and noise level: mean test accuracy (error bar: sample std over
     seeds) against mean seconds per step, one point per method (equal steps)."""
-    plt = _pyplot()
+    plt = pyplot()
     settings = record["settings"]
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
@@ -79,7 +71,7 @@ def arm_distribution(record: dict[str, Any], path: Path) -> Path | None:
     panels = _arm_panels(record)
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 2.6 * len(panels)), squeeze=False)
     for ax, (title, runs) in zip(axes[:, 0], panels, strict=True):
         arms = runs[0]["arms"]
@@ -112,7 +104,7 @@ def balancedness(record: dict[str, Any], path: Path) -> Path | None:
     settings = [s for s in record["settings"] if any("balancedness" in r for r in s["runs"])]
     if not settings:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     for ax, setting in zip(axes.flat, settings, strict=False):
@@ -145,24 +137,17 @@ def accuracy_vs_seconds(record: dict[str, Any], path: Path) -> Path | None:
     settings = [s for s in record["settings"] if curves_by_variant(s)]
     if not settings:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = _grid(len(settings))
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
     for ax, setting in zip(axes.flat, settings, strict=False):
-        curves = curves_by_variant(setting)
-        for name, curve in curves.items():
-            seconds = [p["seconds"] for p in curve]
-            (line,) = ax.plot(seconds, [p["val_acc"] for p in curve], label=name, lw=1.2)
-            lo, hi = [p["lo"] for p in curve], [p["hi"] for p in curve]
-            ax.fill_between(seconds, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
-        if "sam" in curves:
-            target = curves["sam"][-1]["val_acc"] - TOLERANCE
-            ax.axhline(target, color="black", ls=":", lw=1, label="SAM's final - 0.5 pt")
+        draw_curves(
+            ax,
+            curves_by_variant(setting),
+            "validation accuracy",
+            "timed training seconds (seed mean)",
+        )
         ax.set_title(f"{setting['task']}, {setting['noise']:.0%} label noise")
-        ax.set_xlabel("timed training seconds (seed mean)")
-        ax.set_ylabel("validation accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(settings) :]:
         ax.set_visible(False)
     fig.tight_layout()

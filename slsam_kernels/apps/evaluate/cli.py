@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ import torch
 from slsam_kernels.apps.demo.cli import DefaultsHelpFormatter, comma_names
 from slsam_kernels.apps.demo.deps import MissingDependencyError
 from slsam_kernels.apps.demo.tasks import TASKS
+from slsam_kernels.apps.demo.variants import VARIANTS
 from slsam_kernels.apps.measure.outputs import refuse_to_overwrite, run_folder
 
 from . import charts, report
-from .config import CONFIGS, VARIANTS, EvalConfig
+from .config import CONFIGS, EvalConfig
 from .estimate import estimate_seconds
 from .protocol import run_evaluation
 
@@ -72,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="train nothing: write results.md and the charts again from this results.json, "
+        "into --out (default: the JSON's folder)",
+    )
+    parser.add_argument(
         "--estimate", action="store_true", help="print the estimated runtime and exit"
     )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -88,8 +97,38 @@ def selected_config(args: argparse.Namespace) -> EvalConfig:
     )
 
 
+def write_outputs(record: dict, out: Path) -> list[Path]:
+    """Write the record's JSON, Markdown and charts into ``out``; returns the paths written."""
+    paths = [*report.write(record, out)]
+    cost_chart, arms_chart, balance_chart, curve_chart = report.output_paths(out)[2:]
+    paths.append(charts.accuracy_vs_cost(record, cost_chart))
+    optional = [
+        charts.arm_distribution(record, arms_chart),
+        charts.balancedness(record, balance_chart),
+        charts.accuracy_vs_seconds(record, curve_chart),
+    ]
+    return paths + [p for p in optional if p is not None]
+
+
+def rewrite(source: Path, out: Path | None) -> int:
+    """Write the report and charts again from the results.json at ``source``."""
+    try:
+        record = json.loads(source.read_text())
+        paths = write_outputs(record, out or source.parent)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: cannot read the evaluation record {source}: {exc}", file=sys.stderr)
+        return 2
+    except MissingDependencyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation (or print its estimate); returns the exit code."""
+    """Run the evaluation (or print its estimate, or rewrite a report); returns the exit code."""
+    if args.from_json is not None:
+        return rewrite(args.from_json, args.out)
     try:
         config = selected_config(args)
     except ValueError as exc:
@@ -116,18 +155,10 @@ def run(args: argparse.Namespace) -> int:
         settings = run_evaluation(config, device, log=lambda line: print(line, flush=True))
         seconds = time.perf_counter() - started
         record = report.to_json(config, settings, str(device), seconds, load_at_start)
-        paths = [*report.write(record, out)]
-        cost_chart, arms_chart, balance_chart, curve_chart = report.output_paths(out)[2:]
-        paths.append(charts.accuracy_vs_cost(record, cost_chart))
-        optional = [
-            charts.arm_distribution(record, arms_chart),
-            charts.balancedness(record, balance_chart),
-            charts.accuracy_vs_seconds(record, curve_chart),
-        ]
+        paths = write_outputs(record, out)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    paths += [p for p in optional if p is not None]
     print(report.to_markdown(record))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -112,7 +112,7 @@ def goal_lines(record: dict[str, Any]) -> list[str]:
                 cells[variant][label] = _goal_cell(by_label[label], timed.get(variant), sam)
     lines = [
         "",
-        "## Goal check",
+        "## Goal check: SL-SAM near SAM with at most half the elements active",
         "",
         f"Per cell: active fraction; test accuracy minus SAM's at equal steps; at equal "
         f"wall-clock. `yes` when active <= {GOAL_ACTIVE:g}, equal steps >= -{GOAL_GAP:g} "

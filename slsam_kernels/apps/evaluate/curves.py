@@ -1,59 +1,13 @@
-"""Validation accuracy against timed training seconds: the curve a run records every N steps,
-and from the curves, each method's time to SAM's accuracy."""
+"""The evaluation's accuracy-vs-seconds curves: seed means, and from them each method's time
+to SAM's accuracy."""
 
 from __future__ import annotations
 
 import statistics
 from typing import Any
 
-from torch import nn
-
-from slsam_kernels.apps.demo.data import Split
-from slsam_kernels.apps.demo.train import METER_EVERY, accuracy
-
-#: "Reaching SAM's accuracy": within this much of SAM's final validation accuracy.
-TOLERANCE = 0.005
-
-
-class CurveRecorder:
-    """A ``train_and_test`` ``after_step``: keeps every step's seconds and, every ``every``
-    steps, the validation accuracy (untimed). Steps run under the memory meter are slowed by
-    it, so :meth:`points` charges each the mean of the counted steps within ``METER_EVERY`` of
-    it (of all counted steps if none is that near; its own time if none counts)."""
-
-    def __init__(self, split: Split, every: int) -> None:
-        if every < 1:
-            raise ValueError(f"a curve needs every >= 1 step, got {every}")
-        self.split, self.every = split, every
-        self._seconds: list[float] = []
-        self._counted: list[bool] = []
-        self._val_acc: dict[int, float] = {}
-
-    def __call__(self, model: nn.Module, seconds: float, counted: bool) -> None:
-        self._seconds.append(seconds)
-        self._counted.append(counted)
-        if len(self._seconds) % self.every == 0:
-            self._val_acc[len(self._seconds)] = accuracy(model, self.split)
-
-    def points(self) -> list[dict[str, float]]:
-        """``{"step", "seconds", "val_acc"}`` every ``every`` steps, ``seconds`` the
-        cumulative training seconds up to and including that step."""
-        counted = [s for s, c in zip(self._seconds, self._counted, strict=True) if c]
-        overall = statistics.fmean(counted) if counted else None
-        cumulative, total = [], 0.0
-        for i, (seconds, is_counted) in enumerate(zip(self._seconds, self._counted, strict=True)):
-            if not is_counted:
-                lo, hi = max(0, i - METER_EVERY), i + METER_EVERY + 1
-                near = [
-                    s for s, c in zip(self._seconds[lo:hi], self._counted[lo:hi], strict=True) if c
-                ]
-                seconds = statistics.fmean(near) if near else (overall or seconds)
-            total += seconds
-            cumulative.append(total)
-        return [
-            {"step": step, "seconds": cumulative[step - 1], "val_acc": acc}
-            for step, acc in sorted(self._val_acc.items())
-        ]
+from slsam_kernels.apps.demo.curves import TOLERANCE
+from slsam_kernels.apps.demo.curves import time_to_sam as curves_time_to_sam
 
 
 def mean_curve(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -90,20 +44,9 @@ def curves_by_variant(setting: dict[str, Any]) -> dict[str, list[dict[str, float
 
 
 def time_to_sam(setting: dict[str, Any]) -> dict[str, Any] | None:
-    """SAM's target (its final seed-mean validation accuracy minus ``TOLERANCE``), its total
-    time, and per variant the first seed-mean timed second at which the seed-mean validation
-    accuracy reaches the target, as a multiple of SAM's time (None: never); None without a
-    SAM curve."""
-    curves = curves_by_variant(setting)
-    sam = curves.get("sam")
-    if not sam:
-        return None
-    target, sam_seconds = sam[-1]["val_acc"] - TOLERANCE, sam[-1]["seconds"]
-    reached = {}
-    for name, curve in curves.items():
-        first = next((p for p in curve if p["val_acc"] >= target), None)
-        reached[name] = None if first is None else first["seconds"] / sam_seconds
-    return {"target": target, "sam_seconds": sam_seconds, "ratio": reached}
+    """:func:`slsam_kernels.apps.demo.curves.time_to_sam` of the setting's seed-mean
+    validation curves."""
+    return curves_time_to_sam(curves_by_variant(setting))
 
 
 def at_seconds(curve: list[dict[str, float]], seconds: float) -> dict[str, float] | None:

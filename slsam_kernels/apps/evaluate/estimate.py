@@ -27,8 +27,9 @@ per entry of ``sparse_rho_grid``; a curve evaluates the validation split every
 from __future__ import annotations
 
 from slsam_kernels.apps.demo.train import LATE_PHASE_START
+from slsam_kernels.apps.demo.variants import VARIANTS
 
-from .config import VARIANTS, EvalConfig, TaskSpec
+from .config import EvalConfig, TaskSpec
 
 SAM_COST = 2.05
 SETTING_OVERHEAD_S = 10.0

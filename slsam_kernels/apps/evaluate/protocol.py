@@ -13,14 +13,15 @@ from typing import Any
 import torch
 
 from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.curves import CurveRecorder
 from slsam_kernels.apps.demo.data import LabelledData, Split
 from slsam_kernels.apps.demo.tasks import TASKS, Prepared
+from slsam_kernels.apps.demo.variants import VARIANTS
 
 from .arms import ArmRecorder, all_of, arm_recorders
 from .balance import BalanceRecorder, balance_recorders
 from .budget import extension, training_seconds
-from .config import VARIANTS, EvalConfig, TaskSpec
-from .curves import CurveRecorder
+from .config import EvalConfig, TaskSpec
 
 ARM_WINDOWS = 10
 _CARVE_STREAM = 0x5EED_CA7E  # offsets the data seed for the validation carve-out
@@ -100,24 +101,6 @@ def _optim(spec: TaskSpec, base: str, lr: float, rho: float, seed: int) -> demo_
     )
 
 
-def _variant_optim(name: str, optim: demo_train.OptimConfig) -> demo_train.OptimConfig:
-    """``optim`` with variant ``name``'s options."""
-    variant = VARIANTS[name]
-    return replace(
-        optim,
-        sample_ratio=variant.sample_ratio,
-        bandit=variant.bandit,
-        bandit_lr=variant.bandit_lr,
-        head_always_active=variant.head_always_active,
-        module_arms=variant.module_arms,
-        auto_always_active=variant.auto_always_active,
-        descent=variant.descent,
-        resample_every=variant.resample_every,
-        sam_prob=variant.sam_prob,
-        sam_schedule=variant.sam_schedule,
-    )
-
-
 def _run_config(spec: TaskSpec, seed: int, device: torch.device) -> demo_train.RunConfig:
     return demo_train.RunConfig(
         steps=spec.steps, batch_size=spec.batch_size, seed=seed, device=device, progress=False
@@ -161,7 +144,7 @@ def evaluate_setting(
     ) -> float:
         optim = _optim(spec, base, lr, rho, tune_seed)
         if variant is not None:
-            optim = _variant_optim(variant, optim)
+            optim = VARIANTS[variant].options(optim)
         if bar is not None:
             optim = replace(optim, bar_mu=bar[0], bar_schedule=bar[1])
         run = _run_config(spec, tune_seed, device)
@@ -255,9 +238,9 @@ def _train_variant(
     """One seed of one variant on the test split: its equal-steps record (with the arms it
     sampled), then with a budget its equal-time record (the run continued)."""
     variant = VARIANTS[name]
-    method = setting.base if variant.method == "base" else variant.method
+    method = variant.method_for(setting.base)
     rho = setting.rho_by_variant.get(name, {}).get("rho", setting.rho)
-    optim = _variant_optim(name, _optim(spec, setting.base, setting.lr, rho, seed))
+    optim = variant.options(_optim(spec, setting.base, setting.lr, rho, seed))
     if name in setting.bar:
         chosen = setting.bar[name]
         optim = replace(optim, bar_mu=chosen["mu"], bar_schedule=chosen["schedule"])

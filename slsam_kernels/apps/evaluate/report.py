@@ -20,6 +20,7 @@ from slsam_kernels.apps.measure.provenance import git_revision
 from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
 from .config import EvalConfig
 from .curves import time_to_sam_lines
+from .frontier_goal import frontier_goal_lines
 from .protocol import Setting
 
 
@@ -173,6 +174,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         lines += _top_arms(setting["runs"])
     lines += active_fraction_lines(record)
     lines += goal_lines(record)
+    lines += frontier_goal_lines(record)
     return "\n".join(lines) + "\n"
 
 

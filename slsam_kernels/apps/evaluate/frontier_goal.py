@@ -1,0 +1,103 @@
+"""The frontier's goal check: which method reaches SAM's final test accuracy (within 0.5 point,
+mean over seeds) in at most 0.75x SAM's training time, where SAM beats the base optimizer by
+more than the seed noise (Markdown lines from a JSON record)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from slsam_kernels.apps.demo.curves import TOLERANCE
+
+from .comparisons import rows_of
+from .curves import time_to_sam
+
+#: The goal's time, as a multiple of SAM's training time, and the moonshot's.
+GOAL_TIME = 0.75
+MOONSHOT_TIME = 0.6
+#: A difference of two seed means counts as beyond the noise above this many standard errors
+#: of the difference (about a 95% interval).
+NOISE_SE = 2.0
+
+
+def noise_of(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """``NOISE_SE`` standard errors of the difference of two rows' mean test accuracies."""
+    return NOISE_SE * math.hypot(a["acc_se"], b["acc_se"])
+
+
+def _sam_and_base(setting: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    rows = {r["variant"]: r for r in rows_of(setting, "steps")}
+    if "sam" not in rows or "base" not in rows:
+        return None
+    return rows["sam"], rows["base"]
+
+
+def sam_over_base(setting: dict[str, Any]) -> tuple[float, float] | None:
+    """SAM's mean test accuracy minus the base optimizer's, and the noise of that difference
+    (None without both rows)."""
+    pair = _sam_and_base(setting)
+    if pair is None:
+        return None
+    sam, base = pair
+    return sam["acc_mean"] - base["acc_mean"], noise_of(sam, base)
+
+
+def goal_cell(row: dict[str, Any], sam: dict[str, Any], val: str) -> str:
+    """One method's cell: test accuracy minus SAM's (its noise), its time over SAM's, its time
+    to SAM's validation accuracy (``val``, already written out) and the verdict."""
+    gap, time = row["acc_mean"] - sam["acc_mean"], row["train_seconds"] / sam["train_seconds"]
+    reached = gap >= -TOLERANCE and time <= GOAL_TIME
+    verdict = "no"
+    if reached:
+        verdict = "**moonshot**" if time <= MOONSHOT_TIME else "**yes**"
+    inside = " (inside noise)" if abs(gap) <= noise_of(row, sam) else ""
+    return f"{100 * gap:+.1f} pt{inside} at {time:.2f}x; val {val}: {verdict}"
+
+
+def frontier_goal_lines(record: dict[str, Any]) -> list[str]:
+    """The goal table: a row per method, a column per setting; empty without SAM and base."""
+    settings = [s for s in record["settings"] if _sam_and_base(s) is not None]
+    if not settings:
+        return []
+    labels = [f"{s['task']} {s['noise']:.0%}" for s in settings]
+    judged = []
+    for setting in settings:
+        diff, noise = sam_over_base(setting)
+        beyond = "judged" if diff > noise else "**not judged**: inside the seed noise"
+        judged.append(f"{100 * diff:+.1f} pt (noise {100 * noise:.1f}): {beyond}")
+    lines = [
+        "",
+        "## Goal check: SAM's accuracy in at most "
+        f"{GOAL_TIME:g}x SAM's time (moonshot {MOONSHOT_TIME:g}x)",
+        "",
+        f"Per cell: mean test accuracy minus SAM's at the end of the run (`inside noise` when "
+        f"within {NOISE_SE:g} standard errors of the difference), the run's training time over "
+        f"SAM's, and the time to SAM's validation accuracy from the curves (x SAM's time). "
+        f"`yes` when the run ends at most {100 * TOLERANCE:g} point below SAM in at most "
+        f"{GOAL_TIME:g}x its time. A setting is judged only where SAM beats the base optimizer "
+        "by more than the seed noise.",
+        "",
+        "| method | " + " | ".join(labels) + " |",
+        "| --- |" + " --- |" * len(labels),
+        "| SAM minus base | " + " | ".join(judged) + " |",
+    ]
+    names = [r["variant"] for r in rows_of(settings[0], "steps")]
+    for name in names:
+        if name == "sam":
+            continue
+        cells = []
+        for setting in settings:
+            sam, _ = _sam_and_base(setting)
+            row = next((r for r in rows_of(setting, "steps") if r["variant"] == name), None)
+            cells.append("" if row is None else goal_cell(row, sam, _val_time(setting, name)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _val_time(setting: dict[str, Any], name: str) -> str:
+    """A method's time to SAM's validation accuracy, as written in a cell."""
+    found = time_to_sam(setting)
+    if found is None or name not in found["ratio"]:
+        return "n/a"
+    ratio = found["ratio"][name]
+    return "never" if ratio is None else f"{ratio:.2f}x"
