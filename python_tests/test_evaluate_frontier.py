@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -212,6 +213,28 @@ def test_frontier_evaluation_records_curves_and_the_time_to_sam(blobs_frontier, 
     assert cli.main(["--from-json", str(tmp_path / "results.json")]) == 0
     assert (tmp_path / "results.md").read_text() == markdown
     assert chart.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_settings_run_apart_merge_into_one_report(blobs_frontier, tmp_path, capsys):
+    for noise, folder in (("0.4", "forty"), ("0", "zero")):
+        argv = ["--config", "blobs", "--noise", noise, "--methods", "base,sam,rst-late"]
+        assert cli.main([*argv, "--out", str(tmp_path / folder), "--device", "cpu"]) == 0
+    records = [str(tmp_path / folder / "results.json") for folder in ("forty", "zero")]
+    assert cli.main(["--from-json", *records]) == 2  # a merged report needs --out
+    assert "name --out" in capsys.readouterr().err
+    assert cli.main(["--from-json", *records, "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert [s["noise"] for s in merged["settings"]] == [0.4, 0.0]
+    assert [p["settings"] for p in merged["parts"]] == [["blobs 40%"], ["blobs 0%"]]
+    markdown = (tmp_path / "merged" / "results.md").read_text()
+    assert "## blobs, 40% label noise" in markdown and "## blobs, 0% label noise" in markdown
+    assert "Merged from evaluations run apart" in markdown
+    assert "| method | blobs 40% | blobs 0% |" in markdown  # one goal table over both
+    other = json.loads(Path(records[1]).read_text())
+    other["config"]["name"] = "another"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert cli.main(["--from-json", records[0], str(tmp_path / "other.json"), "--out", "x"]) == 2
+    assert "records of one configuration merge" in capsys.readouterr().err
 
 
 def test_from_json_names_an_unreadable_record(tmp_path, capsys):

@@ -76,9 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-json",
         type=Path,
+        nargs="+",
         default=None,
         help="train nothing: write results.md and the charts again from this results.json, "
-        "into --out (default: the JSON's folder)",
+        "into --out (default: the JSON's folder); several records of one configuration (its "
+        "settings run one at a time) merge into one report in --out",
     )
     parser.add_argument(
         "--estimate", action="store_true", help="print the estimated runtime and exit"
@@ -110,13 +112,22 @@ def write_outputs(record: dict, out: Path) -> list[Path]:
     return paths + [p for p in optional if p is not None]
 
 
-def rewrite(source: Path, out: Path | None) -> int:
-    """Write the report and charts again from the results.json at ``source``."""
+def rewrite(sources: list[Path], out: Path | None) -> int:
+    """Write the report and charts again from the results.json files at ``sources`` (merged
+    when several)."""
+    if len(sources) > 1 and out is None:
+        print("error: name --out for the report merged from several records", file=sys.stderr)
+        return 2
     try:
-        record = json.loads(source.read_text())
-        paths = write_outputs(record, out or source.parent)
+        records = [json.loads(source.read_text()) for source in sources]
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read the evaluation record {source}: {exc}", file=sys.stderr)
+        print(f"error: cannot read the evaluation record: {exc}", file=sys.stderr)
+        return 2
+    try:
+        record = records[0] if len(records) == 1 else report.merge(records)
+        paths = write_outputs(record, out or sources[0].parent)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -110,6 +110,42 @@ def to_json(
     return _nan_to_none(record)
 
 
+def merge(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record of several evaluations of one configuration (its settings run one at a time,
+    say): their settings in order, the first's configuration and machine, the total of their
+    seconds, and each one's provenance under ``parts``."""
+    names = sorted({r["config"]["name"] for r in records})
+    if len(names) != 1:
+        raise ValueError(f"records of one configuration merge, these are of {', '.join(names)}")
+    parts = [
+        {
+            "settings": [f"{s['task']} {s['noise']:.0%}" for s in r["settings"]],
+            "created": r["created"],
+            "git_revision": r["git_revision"],
+            "total_seconds": r["total_seconds"],
+            "load_average_at_start": r["machine"]["load_average_at_start"],
+            "load_average": r["machine"]["load_average"],
+        }
+        for r in records
+    ]
+    return {
+        **records[0],
+        "total_seconds": round(sum(r["total_seconds"] for r in records), 1),
+        "settings": [s for r in records for s in r["settings"]],
+        "parts": parts,
+    }
+
+
+def _parts_lines(record: dict[str, Any]) -> list[str]:
+    """A line per merged evaluation: its settings, when and where it ran."""
+    return [
+        f"- {', '.join(part['settings'])}: {part['created']}, git {part['git_revision']}, "
+        f"{part['total_seconds']:.0f} s, load average at the start "
+        f"{part['load_average_at_start']} and end {part['load_average']}"
+        for part in record.get("parts", [])
+    ]
+
+
 def _nan_to_none(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -140,6 +176,9 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"{record['total_seconds']:.0f} s in all. Test accuracy: "
         f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
     ]
+    if "parts" in record:
+        lines += ["", "Merged from evaluations run apart (the header is the first's):", ""]
+        lines += _parts_lines(record)
     for setting in record["settings"]:
         summary = rows_of(setting, "steps")
         kind = summary[0]["memory_kind"] if summary else ""
