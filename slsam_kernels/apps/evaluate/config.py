@@ -241,11 +241,12 @@ CONFIGS: dict[str, EvalConfig] = {
     # task fits 1,600 examples, so its 600 x 16 = 9,600 examples are 6 epochs: with 5,400
     # (1.8 epochs) SAM did not beat SGD (2026-12-06, 3 seeds: 0.788 vs 0.790 at 0% noise,
     # 0.693 vs 0.688 at 40%), while with more epochs on noisy labels it did (`medium`, 3.6
-    # epochs: +4.2 points at 40%). Runtime, measured on 2 idle cores: about 47 minutes per
-    # image setting (`estimate.py` said 35: a batch-16 step costs 0.76x a batch-32 step, not
-    # half), so the whole configuration takes nearly three hours; run it a setting at a time
-    # (`--tasks image --noise 0.4`) and merge the records with `--from-json`. Left out:
-    # slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
+    # epochs: +4.2 points at 40%). Runtime on 2 idle cores: about 47 minutes per image
+    # setting, measured (`estimate.py` said 35 before it learnt that a batch-16 step costs
+    # 0.73x a batch-32 step, not half; it now says 50), 150 minutes in all by the estimate:
+    # more than two hours, so run it a setting at a time (`--tasks image --noise
+    # 0.4`) and merge the records with `--from-json`. Left out: slsam-all-0.1,
+    # slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(
