@@ -80,6 +80,13 @@ def test_late_schedule_needs_the_run_length():
         demo_train.build_optimizer("rst", _Net(), optim)
 
 
+def test_a_variant_brings_its_own_rho_or_keeps_sams():
+    optim = _built_optim()
+    assert VARIANTS["slsam-all-0.2"].options(optim).rho == optim.rho == 0.05
+    own = replace(VARIANTS["slsam-all-0.2"], rho=0.5)
+    assert own.options(optim).rho == 0.5
+
+
 def _built_optim() -> demo_train.OptimConfig:
     return demo_train.OptimConfig(
         base="sgd",

@@ -203,12 +203,15 @@ def run(args: argparse.Namespace) -> int:
         results, curves = [], {}
         for name in methods:
             method, options = _method_and_options(name, base, optim)
+            if options.rho != optim.rho:
+                print(f"{name}: rho {options.rho:g}, its own", flush=True)
             curve = CurveRecorder(prepared.data.test, curve_every, also_at=steps)
             result = train_and_test(
                 method, prepared.build_model, prepared.data, options, run_config, after_step=curve
             )
             results.append(replace(result, method=name))
             curves[name] = curve.points()
+
         title = f"{task.description}, {args.noise:.0%} label noise, {steps} steps, seed {args.seed}"
         chart = charts.accuracy_vs_seconds(curves, title, args.chart)
     except MissingDependencyError as exc:

@@ -18,8 +18,9 @@ class Variant:
     arm per module (``arms_by_module``) instead of one per tensor; ``auto_always_active``,
     ``descent``, ``resample_every`` and ``sam_prob``, SLSAM's options of the same names;
     ``sam_schedule="late"``, SAM steps only in the last quarter (RST and SL-SAM).
-    ``tune_rho``: rho is tuned for this variant on validation from the task's
-    ``sparse_rho_grid`` (sparse ascents may want a larger radius)."""
+    ``rho``: its own radius in place of SAM's (None: SAM's); ``tune_rho``: the evaluation
+    tunes rho for this variant on validation from the task's ``sparse_rho_grid`` instead
+    (sparse ascents may want a larger radius)."""
 
     name: str
     method: str
@@ -33,6 +34,7 @@ class Variant:
     resample_every: int = 1
     sam_prob: float = 1.0
     sam_schedule: str | None = None
+    rho: float | None = None
     tune_rho: bool = False
 
     def method_for(self, base: str) -> str:
@@ -43,6 +45,7 @@ class Variant:
         """``optim`` with this variant's options."""
         return replace(
             optim,
+            rho=optim.rho if self.rho is None else self.rho,
             sample_ratio=self.sample_ratio,
             bandit=self.bandit,
             bandit_lr=self.bandit_lr,

@@ -143,8 +143,8 @@ def evaluate_setting(
         variant: str | None = None,
     ) -> float:
         optim = _optim(spec, base, lr, rho, tune_seed)
-        if variant is not None:
-            optim = VARIANTS[variant].options(optim)
+        if variant is not None:  # the rho tried, not the variant's own
+            optim = replace(VARIANTS[variant].options(optim), rho=rho)
         if bar is not None:
             optim = replace(optim, bar_mu=bar[0], bar_schedule=bar[1])
         run = _run_config(spec, tune_seed, device)
@@ -239,8 +239,9 @@ def _train_variant(
     sampled), then with a budget its equal-time record (the run continued)."""
     variant = VARIANTS[name]
     method = variant.method_for(setting.base)
-    rho = setting.rho_by_variant.get(name, {}).get("rho", setting.rho)
-    optim = variant.options(_optim(spec, setting.base, setting.lr, rho, seed))
+    optim = variant.options(_optim(spec, setting.base, setting.lr, setting.rho, seed))
+    if name in setting.rho_by_variant:  # tuned here: in place of the variant's own
+        optim = replace(optim, rho=setting.rho_by_variant[name]["rho"])
     if name in setting.bar:
         chosen = setting.bar[name]
         optim = replace(optim, bar_mu=chosen["mu"], bar_schedule=chosen["schedule"])
