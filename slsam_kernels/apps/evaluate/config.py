@@ -233,19 +233,19 @@ CONFIGS: dict[str, EvalConfig] = {
     # "frontier" (issue 29): the cost/accuracy frontier, every run recording its validation
     # accuracy and cumulative timed training seconds (curve_every), so that one run gives the
     # accuracy at equal steps, at SAM's wall-clock (equal_time) and the time to SAM's accuracy.
-    # Budgets: image 600 steps, text 150, both noise levels, 3 seeds, the seven methods the
-    # goal needs; image batch 16, text batch 8 and 32 tokens, a two-value rho grid for the
-    # variants that tune their own (SAM's and 10x it), curve points every 60 (image) and 30
-    # (text) steps on 600 and 200 validation examples, 3,000 image test examples (sampling
-    # error 0.65 points at 85%; BBC News has 725 test articles, 0.8 points at 95%). The image
-    # task fits 1,600 examples, so its 600 x 16 = 9,600 examples are 6 epochs: with 5,400
-    # (1.8 epochs) SAM did not beat SGD (2026-12-06, 3 seeds: 0.788 vs 0.790 at 0% noise,
-    # 0.693 vs 0.688 at 40%), while with more epochs on noisy labels it did (`medium`, 3.6
-    # epochs: +4.2 points at 40%). Runtime on 2 idle cores: about 47 minutes per image
-    # setting, measured (`estimate.py` said 35 before it learnt that a batch-16 step costs
-    # 0.73x a batch-32 step, not half; it now says 50), 150 minutes in all by the estimate:
-    # more than two hours, so run it a setting at a time (`--tasks image --noise
-    # 0.4`) and merge the records with `--from-json`. Left out: slsam-all-0.1,
+    # Budgets: image 600 steps, text 150, both noise levels, 3 seeds, the seven methods the goal
+    # needs; image batch 16, text batch 8 and 32 tokens, a two-value rho grid for the variants that
+    # tune their own (SAM's and 10x it), curve points every 60 (image) and 30 (text) steps on 600
+    # and 200 validation examples, 3,000 image test examples (sampling error 0.65 points at 85%; BBC
+    # News has 725 test articles, 0.8 points at 95%). The image task fits 1,600 examples, so its 600
+    # x 16 = 9,600 examples are 6 epochs: with 5,400 (1.8 epochs) SAM did not beat SGD (2026-12-06,
+    # 3 seeds: 0.788 vs 0.790 at 0% noise, 0.693 vs 0.688 at 40%), while with more epochs on noisy
+    # labels it did (`medium`, 3.6 epochs: +4.2 points at 40%). For the same reason the text task
+    # fits 400 articles (150 x 8 = 1,200 examples, 3 epochs; not yet run at this size). Runtime on 2
+    # idle cores: about 47 minutes per image setting, measured (`estimate.py` said 35 before it
+    # learnt that a batch-16 step costs 0.73x a batch-32 step, not half; it now says 50), 150
+    # minutes in all by the estimate: more than two hours, so run it a setting at a time (`--tasks
+    # image --noise 0.4`) and merge the records with `--from-json`. Left out: slsam-all-0.1,
     # slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
@@ -266,7 +266,7 @@ CONFIGS: dict[str, EvalConfig] = {
             TaskSpec(
                 task="text",
                 noises=(0.0, 0.4),
-                train_size=1500,
+                train_size=600,
                 val_size=200,
                 test_size=725,
                 steps=150,
