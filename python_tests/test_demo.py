@@ -34,28 +34,30 @@ def _table(stdout: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("------")) + 1
     rows = {}
     for line in lines[start:]:
-        if line.startswith(("to SAM's acc:", "accuracy-vs-seconds chart:", "total")):
+        if line.startswith(("at SAM's time:", "accuracy-vs-seconds chart:", "total")):
             break
         cells = line.split()
         rows[cells[0]] = cells[1:]
     return rows
 
 
-def _check_rows(rows: dict[str, list[str]], methods: list[str]) -> None:
+def _check_rows(rows: dict[str, list[str]], methods: list[str], steps: int) -> None:
     assert list(rows) == methods
-    for method, (acc, seconds, time, to_sam, active, peak) in rows.items():
+    for method, (acc, seconds, active, at_sam, to_sam, peak) in rows.items():
         assert 0.0 <= float(acc) <= 1.0
         assert float(seconds) > 0.0
-        assert float(time.removesuffix("x")) > 0.0
-        assert to_sam == "never" or 0.0 < float(to_sam.removesuffix("x")) <= float(time[:-1])
         assert 0.0 < float(active) <= 1.0
         assert peak == "n/a" or float(peak) >= 0.0
         if method.startswith("slsam"):
             assert float(active) < 1.0
         else:
             assert float(active) == 1.0
-    assert rows["sam"][2] == "1.00x"  # every time is a multiple of SAM's
-    assert rows["sam"][3] != "never"  # SAM reaches its own final accuracy
+        assert to_sam == "never" or float(to_sam.removesuffix("x")) > 0.0
+        if at_sam != "-":  # continued to SAM's time: more steps than --steps
+            at_acc, at_steps = at_sam.split("@")
+            assert 0.0 <= float(at_acc) <= 1.0 and int(at_steps) > steps
+    assert rows["sam"][3] == "-"  # SAM's own time is the budget
+    assert rows["sam"][4] != "never"  # SAM reaches its own final accuracy
 
 
 def test_image_demo_prints_one_row_per_method(capsys, tmp_path):
@@ -63,7 +65,7 @@ def test_image_demo_prints_one_row_per_method(capsys, tmp_path):
     argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
     argv += ["--chart", str(tmp_path / "chart.png")]
     assert cli.main([*argv, "--methods", ",".join(METHODS), "--device", "cpu"]) == 0
-    _check_rows(_table(capsys.readouterr().out), METHODS)
+    _check_rows(_table(capsys.readouterr().out), METHODS, steps=4)
 
 
 def test_demo_runs_the_recommended_configuration_and_writes_its_chart(capsys, tmp_path):
@@ -72,8 +74,10 @@ def test_demo_runs_the_recommended_configuration_and_writes_its_chart(capsys, tm
     argv = ["--steps", "4", "--batch-size", "8", "--train-size", "32", "--test-size", "32"]
     assert cli.main([*argv, "--chart", str(chart), "--curve-every", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    _check_rows(_table(out), ["sgd", "sam", "slsam-0.2", RECOMMENDED])
-    assert "to SAM's acc: the timed training seconds" in out
+    rows = _table(out)
+    _check_rows(rows, ["sgd", "sam", "slsam-0.2", RECOMMENDED], steps=4)
+    assert rows["sgd"][3] != "-"  # SGD, cheaper than SAM, is continued to SAM's time
+    assert "at SAM's time: each run cheaper than SAM continued" in out
     assert f"accuracy-vs-seconds chart: {chart.resolve()}" in out
     assert chart.read_bytes()[:8] == PNG_MAGIC
 
@@ -87,7 +91,7 @@ def test_text_demo_prints_one_row_per_method(capsys, tmp_path):
     argv += ["--train-size", "16", "--test-size", "16", "--device", "cpu"]
     argv += ["--chart", str(tmp_path / "chart.png")]
     assert cli.main([*argv, "--methods", ",".join(METHODS)]) == 0
-    _check_rows(_table(capsys.readouterr().out), METHODS)
+    _check_rows(_table(capsys.readouterr().out), METHODS, steps=2)
 
 
 def test_missing_data_names_the_install_command(monkeypatch, tmp_path, capsys):

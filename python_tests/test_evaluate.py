@@ -14,10 +14,10 @@ from slsam_kernels import SLSAM
 from slsam_kernels.apps.demo import data as demo_data
 from slsam_kernels.apps.demo import models, tasks
 from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.budget import equal_time_steps
 from slsam_kernels.apps.demo.variants import VARIANTS
 from slsam_kernels.apps.evaluate import cli, protocol, report
 from slsam_kernels.apps.evaluate.arms import ArmRecorder
-from slsam_kernels.apps.evaluate.budget import equal_time_steps
 from slsam_kernels.apps.evaluate.config import CONFIGS, EvalConfig, TaskSpec
 from slsam_kernels.apps.evaluate.estimate import estimate_seconds
 

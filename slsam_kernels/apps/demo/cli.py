@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from . import charts
+from .budget import extension, training_seconds
 from .curves import TOLERANCE, CurveRecorder, time_to_sam
 from .deps import MissingDependencyError
 from .tasks import TASKS
@@ -200,31 +201,40 @@ def run(args: argparse.Namespace) -> int:
         run_config = RunConfig(steps=steps, batch_size=batch_size, seed=args.seed, device=device)
         kinds = [_method_and_options(name, base, optim)[0] for name in methods]
         warm_up(kinds, prepared.build_model, prepared.data, optim, run_config)
-        results, curves = [], {}
-        for name in methods:
+        results, curves = {}, {}
+        sam_seconds = None
+        for name in sorted(methods, key=lambda m: m != "sam"):  # SAM's time is the budget
             method, options = _method_and_options(name, base, optim)
             if options.rho != optim.rho:
                 print(f"{name}: rho {options.rho:g}, its own", flush=True)
             curve = CurveRecorder(prepared.data.test, curve_every, also_at=steps)
             result = train_and_test(
-                method, prepared.build_model, prepared.data, options, run_config, after_step=curve
+                method,
+                prepared.build_model,
+                prepared.data,
+                options,
+                run_config,
+                extend=None if sam_seconds is None else extension(sam_seconds),
+                after_step=curve,
             )
-            results.append(replace(result, method=name))
+            if name == "sam":
+                sam_seconds = training_seconds(result)
+            results[name] = replace(result, method=name)
             curves[name] = curve.points()
-
         title = f"{task.description}, {args.noise:.0%} label noise, {steps} steps, seed {args.seed}"
         chart = charts.accuracy_vs_seconds(curves, title, args.chart)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     found = time_to_sam(curves)
-    print(format_table(results, found))
+    print(format_table([results[name] for name in methods], found))
     if found is not None:
         print(
-            f"to SAM's acc: the timed training seconds at which a run's test accuracy (every "
-            f"{curve_every} steps and at the last, untimed) first reaches SAM's final "
-            f"{found['target'] + TOLERANCE:.3f} minus {100 * TOLERANCE:g} point, over SAM's "
-            f"{found['sam_seconds']:.0f} s; one seed, one run"
+            f"at SAM's time: each run cheaper than SAM continued to SAM's "
+            f"{found['sam_seconds']:.0f} s of training (after @, its steps); to SAM's acc: "
+            f"the timed seconds at which its test accuracy (every {curve_every} steps, "
+            f"untimed) first reaches SAM's final {found['target'] + TOLERANCE:.3f} minus "
+            f"{100 * TOLERANCE:g} point, over SAM's; one seed, one run"
         )
     print(f"accuracy-vs-seconds chart: {chart.resolve()}")
     print(f"total {time.perf_counter() - started:.0f} s")
@@ -241,20 +251,21 @@ def _method_and_options(name: str, base: str, optim: OptimConfig) -> tuple[str, 
 
 
 def format_table(results: list[MethodResult], found: dict | None = None) -> str:
-    """The results as a fixed-width text table, one row per method; with ``found``
-    (:func:`time_to_sam` of the runs' curves), each run's time and its time to SAM's accuracy
-    as multiples of SAM's time."""
+    """The results as a fixed-width text table, one row per method: at ``--steps``, then
+    continued to SAM's training time (the cheaper methods), and with ``found``
+    (:func:`time_to_sam` of the runs' curves) the time to SAM's accuracy as a multiple of
+    SAM's time."""
     kind = results[0].memory_kind if results else ""
-    header = ("method", "test acc", "s/step", "time", "to SAM's acc", "active")
+    header = ("method", "test acc", "s/step", "active", "at SAM's time", "to SAM's acc")
     header += (f"peak MiB ({kind}, above weights)",)
     rows = [
         (
             r.method,
             f"{r.accuracy:.3f}",
             f"{r.seconds_per_step:.3f}",
-            _times_sam(r.method, found, "time"),
-            _times_sam(r.method, found, "ratio"),
             f"{r.active_fraction:.3f}",
+            _at_sams_time(r),
+            _times_sam(r.method, found),
             "n/a" if math.isnan(r.peak_mib) else f"{r.peak_mib:.0f}",
         )
         for r in results
@@ -268,12 +279,19 @@ def format_table(results: list[MethodResult], found: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _times_sam(method: str, found: dict | None, key: str) -> str:
-    """``found[key][method]`` (a multiple of SAM's time) as a cell: n/a without SAM."""
+def _at_sams_time(result: MethodResult) -> str:
+    """The test accuracy of the run continued to SAM's time, with its steps ("-": not
+    continued: SAM's own run, or one at least as slow)."""
+    more = result.extended
+    return "-" if more is None else f"{more.accuracy:.3f}@{more.steps}"
+
+
+def _times_sam(method: str, found: dict | None) -> str:
+    """The method's time to SAM's accuracy as a cell: n/a without SAM."""
     if found is None:
         return "n/a"
-    value = found[key][method]
-    return "never" if value is None else f"{value:.2f}x"
+    ratio = found["ratio"][method]
+    return "never" if ratio is None else f"{ratio:.2f}x"
 
 
 def main(argv: list[str] | None = None) -> int:

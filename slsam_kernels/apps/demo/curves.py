@@ -64,15 +64,14 @@ class CurveRecorder:
 def time_to_sam(curves: dict[str, Curve]) -> dict[str, Any] | None:
     """SAM's target (the last accuracy of ``curves["sam"]`` minus ``TOLERANCE``), its total
     time (that point's seconds), and per curve the seconds of its first point at or above the
-    target (``ratio``; None: never) and of its last point (``time``), as multiples of SAM's
-    time; None without a SAM curve."""
+    target, as a multiple of SAM's time (``ratio``; None: never); None without a SAM
+    curve."""
     sam = curves.get("sam")
     if not sam:
         return None
     target, sam_seconds = sam[-1]["val_acc"] - TOLERANCE, sam[-1]["seconds"]
-    ratio, time = {}, {}
+    ratio = {}
     for name, curve in curves.items():
         first = next((p for p in curve if p["val_acc"] >= target), None)
         ratio[name] = None if first is None else first["seconds"] / sam_seconds
-        time[name] = curve[-1]["seconds"] / sam_seconds if curve else None
-    return {"target": target, "sam_seconds": sam_seconds, "ratio": ratio, "time": time}
+    return {"target": target, "sam_seconds": sam_seconds, "ratio": ratio}

@@ -69,7 +69,7 @@ class EvalConfig:
 
     ``equal_time``: also compare RST and SL-SAM with SAM at equal wall-clock, each of their
     runs continued until it has spent the training time of SAM's run with the same seed (see
-    ``budget.py``); only when SAM is among the variants."""
+    ``demo/budget.py``); only when SAM is among the variants."""
 
     name: str
     tasks: tuple[TaskSpec, ...]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from slsam_kernels.apps.demo import train as demo_train
+from slsam_kernels.apps.demo.budget import extension, training_seconds
 from slsam_kernels.apps.demo.curves import CurveRecorder
 from slsam_kernels.apps.demo.data import LabelledData, Split
 from slsam_kernels.apps.demo.tasks import TASKS, Prepared
@@ -20,7 +21,6 @@ from slsam_kernels.apps.demo.variants import VARIANTS
 
 from .arms import ArmRecorder, all_of, arm_recorders
 from .balance import BalanceRecorder, balance_recorders
-from .budget import extension, training_seconds
 from .config import EvalConfig, TaskSpec
 
 ARM_WINDOWS = 10

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from slsam_kernels.apps.demo.train import Extension, MethodResult
+from .train import Extension, MethodResult
 
 
 def equal_time_steps(budget_seconds: float, seconds_per_step: float, steps: int) -> int:
