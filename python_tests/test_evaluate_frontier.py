@@ -164,6 +164,7 @@ def test_frontier_config_runs_a_setting_within_an_hour_with_the_budgets_the_goal
     for spec in frontier.tasks:
         assert max(spec.sparse_rho_grid) >= 10 * spec.rho_grid[0]
         assert spec.curve_every is not None and spec.steps % spec.curve_every == 0
+    assert "base" in frontier.equal_time_variants  # does SGD alone reach SAM sooner?
     tuned = [v for v in frontier.variants if VARIANTS[v].tune_rho]
     assert tuned and all(VARIANTS[v].method == "slsam" for v in tuned)
     assert "slsam-0.2" not in tuned  # the paper's SL-SAM keeps SAM's rho
@@ -189,7 +190,7 @@ def blobs_frontier(monkeypatch) -> EvalConfig:
     )
     variants = ("base", "sam", "rst-late", "slsam-all-0.2", "slsam-all-0.2-late")
     config = EvalConfig(name="blobs", tasks=(spec,), variants=variants, seeds=(0, 1))
-    monkeypatch.setitem(CONFIGS, "blobs", replace(config, equal_time=True))
+    monkeypatch.setitem(CONFIGS, "blobs", replace(config, equal_time=True, equal_time_base=True))
     return config
 
 
@@ -199,6 +200,8 @@ def test_frontier_evaluation_records_curves_and_the_time_to_sam(blobs_frontier, 
     record = json.loads((tmp_path / "results.json").read_text())
     (setting,) = record["settings"]
     assert set(setting["rho_by_variant"]) == {"slsam-all-0.2", "slsam-all-0.2-late"}
+    continued = {r["variant"] for r in setting["runs"] if r["budget"] == "time"}
+    assert continued == {"base", "rst-late", "slsam-all-0.2", "slsam-all-0.2-late"}
     for tuned in setting["rho_by_variant"].values():
         assert tuned["grid"] == [0.05, 0.5] and tuned["rho"] in tuned["grid"]
     for run in setting["runs"]:

@@ -69,7 +69,8 @@ class EvalConfig:
 
     ``equal_time``: also compare RST and SL-SAM with SAM at equal wall-clock, each of their
     runs continued until it has spent the training time of SAM's run with the same seed (see
-    ``demo/budget.py``); only when SAM is among the variants."""
+    ``demo/budget.py``); only when SAM is among the variants. ``equal_time_base``: continue
+    the base optimizer's runs too (is SAM's accuracy reached sooner without SAM at all?)."""
 
     name: str
     tasks: tuple[TaskSpec, ...]
@@ -79,6 +80,7 @@ class EvalConfig:
     #: method and training seed.
     data_seed: int = 0
     equal_time: bool = False
+    equal_time_base: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(VARIANTS))
@@ -96,7 +98,8 @@ class EvalConfig:
         budget)."""
         if not self.equal_time or "sam" not in self.variants:
             return ()
-        return tuple(v for v in self.variants if VARIANTS[v].method in EQUAL_TIME_METHODS)
+        methods = (*EQUAL_TIME_METHODS, "base") if self.equal_time_base else EQUAL_TIME_METHODS
+        return tuple(v for v in self.variants if VARIANTS[v].method in methods)
 
     def select(
         self,
@@ -243,10 +246,12 @@ CONFIGS: dict[str, EvalConfig] = {
     # labels it did (`medium`, 3.6 epochs: +4.2 points at 40%). For the same reason the text task
     # fits 400 articles (150 x 8 = 1,200 examples, 3 epochs; not yet run at this size). Runtime on 2
     # idle cores: about 47 minutes per image setting, measured (`estimate.py` said 35 before it
-    # learnt that a batch-16 step costs 0.73x a batch-32 step, not half; it now says 50), 150
+    # learnt that a batch-16 step costs 0.73x a batch-32 step, not half; it now says 54), about 160
     # minutes in all by the estimate: more than two hours, so run it a setting at a time (`--tasks
-    # image --noise 0.4`) and merge the records with `--from-json`. Left out: slsam-all-0.1,
-    # slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
+    # image --noise 0.4`) and merge the records with `--from-json`. The base optimizer is continued
+    # to SAM's time as well (`equal_time_base`): in the demo of 2026-12-06 SGD with more steps
+    # reached SAM's accuracy first. Left out: slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add
+    # them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(
@@ -289,6 +294,7 @@ CONFIGS: dict[str, EvalConfig] = {
         ),
         seeds=(0, 1, 2),
         equal_time=True,
+        equal_time_base=True,
     ),
     "full": EvalConfig(
         name="full",
