@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 sam_seconds = training_seconds(result)
             results[name] = replace(result, method=name)
             curves[name] = curve.points()
-        title = f"{task.description}, {args.noise:.0%} label noise, {steps} steps, seed {args.seed}"
+        title = f"{task.description}\n{args.noise:.0%} label noise, {steps} steps, seed {args.seed}"
         chart = charts.accuracy_vs_seconds(curves, title, args.chart)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)
