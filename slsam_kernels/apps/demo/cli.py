@@ -14,7 +14,7 @@ import torch
 
 from . import charts
 from .budget import extension, training_seconds
-from .curves import TOLERANCE, CurveRecorder, time_to_sam
+from .curves import TOLERANCE, CurveRecorder, ratio_cell, time_to_sam
 from .deps import MissingDependencyError
 from .tasks import TASKS
 from .train import (
@@ -288,10 +288,7 @@ def _at_sams_time(result: MethodResult) -> str:
 
 def _times_sam(method: str, found: dict | None) -> str:
     """The method's time to SAM's accuracy as a cell: n/a without SAM."""
-    if found is None:
-        return "n/a"
-    ratio = found["ratio"][method]
-    return "never" if ratio is None else f"{ratio:.2f}x"
+    return "n/a" if found is None else ratio_cell(found["ratio"][method])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,3 +75,8 @@ def time_to_sam(curves: dict[str, Curve]) -> dict[str, Any] | None:
         first = next((p for p in curve if p["val_acc"] >= target), None)
         ratio[name] = None if first is None else first["seconds"] / sam_seconds
     return {"target": target, "sam_seconds": sam_seconds, "ratio": ratio}
+
+
+def ratio_cell(ratio: float | None) -> str:
+    """A time to SAM's accuracy as a table cell: ``0.73x``, or ``never``."""
+    return "never" if ratio is None else f"{ratio:.2f}x"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from slsam_kernels.apps.demo.curves import TOLERANCE
+from slsam_kernels.apps.demo.curves import TOLERANCE, ratio_cell
 from slsam_kernels.apps.demo.curves import time_to_sam as curves_time_to_sam
 
 
@@ -72,10 +72,9 @@ def time_to_sam_lines(setting: dict[str, Any]) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for name, curve in curves.items():
-        ratio = found["ratio"][name]
         at_sam = at_seconds(curve, found["sam_seconds"] * (1 + 1e-9))
         end = curve[-1]
-        cell = "never" if ratio is None else f"{ratio:.2f}x"
+        cell = ratio_cell(found["ratio"][name])
         sam_cell = "n/a" if at_sam is None else _acc(at_sam)
         if at_sam is not None and end["seconds"] < 0.99 * found["sam_seconds"]:
             sam_cell += " (its run ended earlier)"

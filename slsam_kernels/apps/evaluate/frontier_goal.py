@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from slsam_kernels.apps.demo.curves import TOLERANCE
+from slsam_kernels.apps.demo.curves import TOLERANCE, ratio_cell
 
 from .comparisons import rows_of
 from .curves import time_to_sam
@@ -25,23 +25,6 @@ def noise_of(a: dict[str, Any], b: dict[str, Any]) -> float:
     return NOISE_SE * math.hypot(a["acc_se"], b["acc_se"])
 
 
-def _sam_and_base(setting: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    rows = {r["variant"]: r for r in rows_of(setting, "steps")}
-    if "sam" not in rows or "base" not in rows:
-        return None
-    return rows["sam"], rows["base"]
-
-
-def sam_over_base(setting: dict[str, Any]) -> tuple[float, float] | None:
-    """SAM's mean test accuracy minus the base optimizer's, and the noise of that difference
-    (None without both rows)."""
-    pair = _sam_and_base(setting)
-    if pair is None:
-        return None
-    sam, base = pair
-    return sam["acc_mean"] - base["acc_mean"], noise_of(sam, base)
-
-
 def goal_cell(row: dict[str, Any], sam: dict[str, Any], val: str) -> str:
     """One method's cell: test accuracy minus SAM's (its noise), its time over SAM's, its time
     to SAM's validation accuracy (``val``, already written out) and the verdict."""
@@ -56,15 +39,21 @@ def goal_cell(row: dict[str, Any], sam: dict[str, Any], val: str) -> str:
 
 def frontier_goal_lines(record: dict[str, Any]) -> list[str]:
     """The goal table: a row per method, a column per setting; empty without SAM and base."""
-    settings = [s for s in record["settings"] if _sam_and_base(s) is not None]
-    if not settings:
+    judged: list[tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]] = []
+    for setting in record["settings"]:
+        rows = {r["variant"]: r for r in rows_of(setting, "steps")}
+        if "sam" in rows and "base" in rows:
+            found = time_to_sam(setting)
+            judged.append((setting, rows, found["ratio"] if found is not None else {}))
+    if not judged:
         return []
-    labels = [f"{s['task']} {s['noise']:.0%}" for s in settings]
-    judged = []
-    for setting in settings:
-        diff, noise = sam_over_base(setting)
+    labels = [f"{s['task']} {s['noise']:.0%}" for s, _, _ in judged]
+    sam_rows = []
+    for _, rows, _ in judged:
+        sam, base = rows["sam"], rows["base"]
+        diff, noise = sam["acc_mean"] - base["acc_mean"], noise_of(sam, base)
         beyond = "judged" if diff > noise else "**not judged**: inside the seed noise"
-        judged.append(f"{100 * diff:+.1f} pt (noise {100 * noise:.1f}): {beyond}")
+        sam_rows.append(f"{100 * diff:+.1f} pt (noise {100 * noise:.1f}): {beyond}")
     lines = [
         "",
         "## Goal check: SAM's accuracy in at most "
@@ -79,25 +68,19 @@ def frontier_goal_lines(record: dict[str, Any]) -> list[str]:
         "",
         "| method | " + " | ".join(labels) + " |",
         "| --- |" + " --- |" * len(labels),
-        "| SAM minus base | " + " | ".join(judged) + " |",
+        "| SAM minus base | " + " | ".join(sam_rows) + " |",
     ]
-    names = [r["variant"] for r in rows_of(settings[0], "steps")]
-    for name in names:
+    for name in judged[0][1]:
         if name == "sam":
             continue
-        cells = []
-        for setting in settings:
-            sam, _ = _sam_and_base(setting)
-            row = next((r for r in rows_of(setting, "steps") if r["variant"] == name), None)
-            cells.append("" if row is None else goal_cell(row, sam, _val_time(setting, name)))
+        cells = [
+            goal_cell(rows[name], rows["sam"], _val_time(ratios, name)) if name in rows else ""
+            for _, rows, ratios in judged
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _val_time(setting: dict[str, Any], name: str) -> str:
-    """A method's time to SAM's validation accuracy, as written in a cell."""
-    found = time_to_sam(setting)
-    if found is None or name not in found["ratio"]:
-        return "n/a"
-    ratio = found["ratio"][name]
-    return "never" if ratio is None else f"{ratio:.2f}x"
+def _val_time(ratios: dict[str, float | None], name: str) -> str:
+    """A method's time to SAM's validation accuracy, as written in a cell (n/a: no curve)."""
+    return ratio_cell(ratios[name]) if name in ratios else "n/a"
