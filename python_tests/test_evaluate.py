@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +15,6 @@ from slsam_kernels import SLSAM
 from slsam_kernels.apps.demo import data as demo_data
 from slsam_kernels.apps.demo import models, tasks
 from slsam_kernels.apps.demo import train as demo_train
-from slsam_kernels.apps.demo.budget import equal_time_steps
 from slsam_kernels.apps.demo.variants import VARIANTS
 from slsam_kernels.apps.evaluate import cli, protocol, report
 from slsam_kernels.apps.evaluate.arms import ArmRecorder
@@ -76,14 +76,18 @@ def blobs(monkeypatch) -> EvalConfig:
     return config
 
 
-def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys):
+def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys, monkeypatch):
+    # the record names the code that ran: the revision read at the start, not at the end
+    revisions = iter(["abc1234", "def5678"])
+    monkeypatch.setattr(report, "code_revision", lambda: next(revisions))
     methods = ["base", "sam", "slsam-0.5"]
     argv = ["--config", "blobs", "--methods", ",".join(methods), "--out", str(tmp_path)]
     assert cli.main([*argv, "--device", "cpu"]) == 0
     assert "estimated" in capsys.readouterr().out
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["config"]["seeds"] == [0, 1]
-    assert record["git_revision"] and record["versions"]["torch"] == torch.__version__
+    assert record["git_revision"] == "abc1234"
+    assert record["versions"]["torch"] == torch.__version__
     assert [s["noise"] for s in record["settings"]] == [0.0, 0.4]
     for setting in record["settings"]:
         assert setting["lr"] in setting["lr_grid"] and setting["rho"] in setting["rho_grid"]
@@ -137,8 +141,10 @@ def test_tuning_scores_only_the_validation_split_and_picks_the_best(blobs, monke
     seen = []
     real = demo_train.train_and_test
 
-    def spy(method, build_model, data, optim, run, observer=None, extend=None, after_step=None):
-        result = real(method, build_model, data, optim, run, observer, extend, after_step)
+    def spy(
+        method, build_model, data, optim, run, observer=None, budget_seconds=None, after_step=None
+    ):
+        result = real(method, build_model, data, optim, run, observer, budget_seconds, after_step)
         seen.append((method, optim.lr, optim.rho, data.test))
         # Scored by a rule the test knows: the best lr is 0.01, the best rho 0.05.
         return replace(result, accuracy=0.5 + (optim.lr == 0.01) * 0.3 + (optim.rho == 0.05) * 0.1)
@@ -310,46 +316,20 @@ def test_robust_variants_build_the_robust_bandit_with_module_arms_or_the_head_ke
     assert "slsam-0.2-robust" not in VARIANTS
 
 
-def test_a_method_twice_as_fast_gets_twice_the_steps():
-    assert equal_time_steps(12.0, 1.0, 6) == 12
-    assert equal_time_steps(12.0, 1.6, 6) == 7  # floor(7.5)
-    assert equal_time_steps(12.0, 3.0, 6) == 6  # slower than the budget: keeps its steps
-    with pytest.raises(ValueError, match="seconds per step"):
-        equal_time_steps(12.0, 0.0, 6)
-
-
-def test_a_continued_run_is_the_run_of_that_many_steps():
-    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
-    models_built = []
-
-    def build():
-        models_built.append(prepared.build_model())
-        return models_built[-1]
-
-    optim = _optim_config(sample_ratio=0.5, bandit="robust")
-    run = demo_train.RunConfig(
-        steps=5, batch_size=8, seed=1, device=torch.device("cpu"), progress=False
-    )
-    short = demo_train.train_and_test(
-        "slsam", build, prepared.data, optim, run, extend=lambda result: 11
-    )
-    long = demo_train.train_and_test("slsam", build, prepared.data, optim, replace(run, steps=11))
-    assert (short.steps, short.extended.steps, long.steps) == (5, 11, 11)
-    assert short.extended.active_fraction == long.active_fraction
-    assert short.extended.accuracy == long.accuracy and long.extended is None
-    for a, b in zip(models_built[0].parameters(), models_built[1].parameters(), strict=True):
-        assert torch.equal(a, b)
-
-
 class _FakeClock:
-    """Time that moves only in training steps: each costs its method's fixed seconds."""
+    """Time that moves only in training steps: each costs its method's seconds, fixed or the
+    next of an iterator."""
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.costs = {"sgd": 1.0, "sam": 2.0, "rst": 1.6, "slsam": 1.0}
+        self.costs: dict[str, Any] = {"sgd": 1.0, "sam": 2.0, "rst": 1.6, "slsam": 1.0}
 
     def perf_counter(self) -> float:
         return self.now
+
+    def step(self, method: str) -> None:
+        cost = self.costs[method]
+        self.now += cost if isinstance(cost, float) else next(cost)
 
 
 @pytest.fixture
@@ -358,12 +338,66 @@ def fake_clock(monkeypatch) -> _FakeClock:
     real_step = demo_train.train_step
 
     def timed_step(method, model, optimizer, x, y):
-        clock.now += clock.costs[method]
+        clock.step(method)
         return real_step(method, model, optimizer, x, y)
 
     monkeypatch.setattr(demo_train, "time", clock)
     monkeypatch.setattr(demo_train, "train_step", timed_step)
     return clock
+
+
+def _blobs_run(steps: int) -> demo_train.RunConfig:
+    return demo_train.RunConfig(
+        steps=steps, batch_size=8, seed=1, device=torch.device("cpu"), progress=False
+    )
+
+
+def test_a_continued_run_stops_on_seconds_when_its_steps_get_dearer(fake_clock):
+    # like a late-phase schedule's continued steps, all SAM steps: 6 steps of 1 s, then 2 s
+    # each; a step count from the mean cost (12 s / 1 s) would run to 18 s
+    fake_clock.costs["sgd"] = iter([1.0] * 6 + [2.0] * 20)
+    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
+    result = demo_train.train_and_test(
+        "sgd",
+        prepared.build_model,
+        prepared.data,
+        _optim_config(),
+        _blobs_run(6),
+        budget_seconds=12.0,
+    )
+    assert result.training_seconds == 6.0
+    assert (result.extended.steps, result.extended.training_seconds) == (9, 12.0)
+
+
+def test_a_run_continues_only_while_a_step_fits_the_budget(fake_clock):
+    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
+    run = _blobs_run(6)
+    # rst: 1.6 s a step, 6 steps spend 9.6 s
+    for budget, steps in ((6.5, None), (11.1, None), (12.0, 7), (12.7, 7), (12.9, 8)):
+        result = demo_train.train_and_test(
+            "rst", prepared.build_model, prepared.data, _optim_config(), run, budget_seconds=budget
+        )
+        assert (result.extended and result.extended.steps) == steps, budget
+
+
+def test_a_continued_run_is_the_run_of_that_many_steps(fake_clock):
+    prepared = _prepare_blobs(64, 32, 0.4, seed=0)
+    models_built = []
+
+    def build():
+        models_built.append(prepared.build_model())
+        return models_built[-1]
+
+    optim = _optim_config(sample_ratio=0.5, bandit="robust")
+    short = demo_train.train_and_test(
+        "slsam", build, prepared.data, optim, _blobs_run(5), budget_seconds=11.0
+    )
+    long = demo_train.train_and_test("slsam", build, prepared.data, optim, _blobs_run(11))
+    assert (short.steps, short.extended.steps, long.steps) == (5, 11, 11)
+    assert short.extended.active_fraction == long.active_fraction
+    assert short.extended.accuracy == long.accuracy and long.extended is None
+    for a, b in zip(models_built[0].parameters(), models_built[1].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_equal_time_runs_get_sams_training_seconds_and_are_reported(blobs, fake_clock):

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from . import charts
-from .budget import extension, training_seconds
 from .curves import TOLERANCE, CurveRecorder, ratio_cell, time_to_sam
 from .deps import MissingDependencyError
 from .tasks import TASKS
@@ -214,11 +213,11 @@ def run(args: argparse.Namespace) -> int:
                 prepared.data,
                 options,
                 run_config,
-                extend=None if sam_seconds is None else extension(sam_seconds),
+                budget_seconds=sam_seconds,
                 after_step=curve,
             )
             if name == "sam":
-                sam_seconds = training_seconds(result)
+                sam_seconds = result.training_seconds
             results[name] = replace(result, method=name)
             curves[name] = curve.points()
         title = f"{task.description}\n{args.noise:.0%} label noise, {steps} steps, seed {args.seed}"

@@ -4,6 +4,7 @@ peak memory."""
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -30,8 +31,6 @@ METER_EVERY = 25
 
 #: Called with the optimizer before each training step (when its active set is the step's).
 StepObserver = Callable[[torch.optim.Optimizer], None]
-#: Called with a run's result after its steps; returns the total step count to continue to.
-Extension = Callable[["MethodResult"], int]
 #: Called (untimed) after each training step with the model, the step's seconds and whether
 #: they count (False for a step run under the memory meter, which slows it).
 AfterStep = Callable[[nn.Module, float, bool], None]
@@ -112,6 +111,11 @@ class MethodResult:
     memory_kind: str
     steps: int
     extended: MethodResult | None = None
+
+    @property
+    def training_seconds(self) -> float:
+        """The run's timed training seconds (its metered steps counted at the mean cost)."""
+        return self.seconds_per_step * self.steps
 
 
 def _base_kwargs(name: str, cfg: OptimConfig) -> dict[str, float]:
@@ -280,7 +284,7 @@ def train_and_test(
     optim: OptimConfig,
     run: RunConfig,
     observer: Callable[[nn.Module, torch.optim.Optimizer], StepObserver | None] | None = None,
-    extend: Extension | None = None,
+    budget_seconds: float | None = None,
     after_step: AfterStep | None = None,
 ) -> MethodResult:
     """Fine-tune a fresh model with ``method`` for ``run.steps`` steps, then test it on
@@ -292,11 +296,14 @@ def train_and_test(
     memory is the run's peak above the model's own weights, over the metered steps (the first
     ``METERED_STEPS`` and every ``METER_EVERY``-th after them, all untimed).
     ``observer(model, optimizer)``, if given, returns the callback that is called (untimed)
-    before each of the ``run.steps`` steps. ``extend(result)``, if given, returns a total step
-    count: when it exceeds
-    ``run.steps``, training continues on the same batch stream up to it and the result of
-    the whole run (tested again; its peak memory is the first part's) is ``extended``. The
-    learning rate is constant, so the continued run is the run of that many steps.
+    before each of the ``run.steps`` steps. ``budget_seconds``, if given and above the run's
+    ``training_seconds`` by at least a step at the mean cost, continues training on the same
+    batch stream while the next step, at the cost of the last one, still fits the budget;
+    the result of the whole run (tested again; its peak memory is the first part's) is
+    ``extended``. The stop is on seconds, not on a step count from the mean cost, because a
+    method's steps need not cost the same: a late-phase schedule's continued steps are all
+    SAM steps. The learning rate is constant, so the continued run is the run of that many
+    steps.
     ``after_step(model, seconds)``, if given, is called (untimed) after every step, the
     continued ones included.
     """
@@ -340,21 +347,24 @@ def train_and_test(
         memory_kind=memory.description,
         steps=run.steps,
     )
-    total = extend(result) if extend is not None else run.steps
-    if total <= run.steps:
+    if budget_seconds is None:
         return result
-    more = StepProgress(total - run.steps, f"{method:>6}", enabled=run.progress)
+    left = budget_seconds - result.training_seconds
+    if left < result.seconds_per_step:  # not one more step at the mean cost
+        return result
+    more = StepProgress(int(left / result.seconds_per_step), f"{method:>6}", run.progress)
     extra_seconds, extra_active = _train(
-        method, model, optimizer, train, batches, total - run.steps, None, more, after_step
+        method, model, optimizer, train, batches, None, None, more, after_step, stop_before=left
     )
     more.close()
     active += extra_active
+    extra_steps = len(extra_active)
     extended = replace(
         result,
         accuracy=accuracy(model, test),
-        seconds_per_step=(seconds + extra_seconds) / (timed_steps + total - run.steps),
+        seconds_per_step=(result.training_seconds + extra_seconds) / (run.steps + extra_steps),
         active_fraction=sum(active) / len(active),
-        steps=total,
+        steps=run.steps + extra_steps,
     )
     return replace(result, extended=extended)
 
@@ -365,15 +375,18 @@ def _train(
     optimizer: torch.optim.Optimizer,
     train: Split,
     batches: Iterator[torch.Tensor],
-    steps: int,
+    steps: int | None,
     on_step: StepObserver | None,
     progress: StepProgress,
     after_step: AfterStep | None = None,
     metered: bool = False,
+    stop_before: float = math.inf,
 ) -> tuple[float, list[float]]:
-    """The training loop over the next ``steps`` of ``batches``, reported to ``progress``:
-    returns the timed seconds and each step's active fraction. ``after_step`` gets each
-    step's seconds, flagged as not counting when the steps run ``metered``."""
+    """The training loop over the next ``steps`` of ``batches`` (None: no limit), reported to
+    ``progress``: returns the timed seconds and each step's active fraction. It stops early
+    when one more step at the last step's cost would take the seconds past ``stop_before``.
+    ``after_step`` gets each step's seconds, flagged as not counting when the steps run
+    ``metered``."""
     model.train()
     active: list[float] = []
     seconds = 0.0
@@ -392,4 +405,6 @@ def _train(
         if after_step is not None:
             after_step(model, step_seconds, not metered)
             model.train()
+        if seconds + step_seconds > stop_before:
+            break
     return seconds, active

@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started, load_at_start = time.perf_counter(), report.load_average()
+    revision = report.code_revision()  # the code that runs, not what is checked out at the end
     try:
         settings = run_evaluation(config, device, log=lambda line: print(line, flush=True))
         seconds = time.perf_counter() - started
-        record = report.to_json(config, settings, str(device), seconds, load_at_start)
+        record = report.to_json(config, settings, str(device), seconds, load_at_start, revision)
         paths = write_outputs(record, out)
     except MissingDependencyError as exc:
         print(f"error: {exc}", file=sys.stderr)

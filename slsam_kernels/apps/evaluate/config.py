@@ -68,9 +68,10 @@ class EvalConfig:
     """A whole evaluation: tasks, methods, training seeds and the seed of the data splits.
 
     ``equal_time``: also compare RST and SL-SAM with SAM at equal wall-clock, each of their
-    runs continued until it has spent the training time of SAM's run with the same seed (see
-    ``demo/budget.py``); only when SAM is among the variants. ``equal_time_base``: continue
-    the base optimizer's runs too (is SAM's accuracy reached sooner without SAM at all?)."""
+    runs continued until it has spent the timed training seconds of SAM's run with the same
+    seed (``demo.train.train_and_test``'s ``budget_seconds``); only when SAM is among the
+    variants. ``equal_time_base``: continue the base optimizer's runs too (is SAM's accuracy
+    reached sooner without SAM at all?)."""
 
     name: str
     tasks: tuple[TaskSpec, ...]

@@ -15,7 +15,7 @@ Method costs relative to the base step: SAM and ASAM 2.05, RST(p) 1 + 1.05 p, SL
 1.43 + 0.62 s (the line through the measured s=0.5 point and SAM at s=1). Evaluation is
 charged a third of a training step per example of a batch; each run 0.5 s (image) or 1 s (text)
 to build the model; each setting 10 s to load data plus a warm-up step of every method. An
-equal-time variant continues each run until it has spent SAM's time (``demo/budget.py``): the extra
+equal-time variant continues each run until it has spent SAM's time (``budget_seconds``): the extra
 steps cost ``SAM - its cost`` base steps per equal-steps step, plus one more test. BAR steps
 cost one base step; each BAR variant adds one tuning run per entry of the task's ``bar_grid``.
 SLSAM's options (not measured yet; from the pass counts): ``descent="all"`` runs one sparse

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from slsam_kernels.apps.demo import train as demo_train
-from slsam_kernels.apps.demo.budget import extension, training_seconds
 from slsam_kernels.apps.demo.curves import CurveRecorder
 from slsam_kernels.apps.demo.data import LabelledData, Split
 from slsam_kernels.apps.demo.tasks import TASKS, Prepared
@@ -259,7 +258,7 @@ def _train_variant(
         observer=all_of(
             arm_recorders(spec.steps, ARM_WINDOWS, recorders), balance_recorders(balances)
         ),
-        extend=extension(budget_seconds) if budget_seconds is not None else None,
+        budget_seconds=budget_seconds,
         after_step=curve,
     )
     records = [{"variant": name, "seed": seed, "budget": "steps", **_fields(result)}]
@@ -279,7 +278,7 @@ def _train_variant(
                 "budget": "time",
                 **_fields(timed),
                 "budget_seconds": budget_seconds,
-                "time_vs_budget": training_seconds(timed) / budget_seconds,
+                "time_vs_budget": timed.training_seconds / budget_seconds,
             }
         )
     return records

@@ -89,19 +89,26 @@ def versions() -> dict[str, str]:
     return found
 
 
+def code_revision() -> str:
+    """The git revision of the checkout this package runs from."""
+    return git_revision(Path(__file__).parent)
+
+
 def to_json(
     config: EvalConfig,
     settings: list[Setting],
     device: str,
     seconds: float,
     load_at_start: list[float] | None = None,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """The whole evaluation as a JSON-ready dict (NaN written as null)."""
+    """The whole evaluation as a JSON-ready dict (NaN written as null); ``revision``: the git
+    revision of the code that ran, read at its start (None: read now)."""
     record = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "total_seconds": round(seconds, 1),
         "device": device,
-        "git_revision": git_revision(Path(__file__).parent),
+        "git_revision": revision or code_revision(),
         "machine": {**machine(), "load_average_at_start": load_at_start},
         "versions": versions(),
         "config": asdict(config),
