@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import memory_breakdown
+from .e2e import per_step_s
 
 MEMORY_HEAD = (
     "### Peak tensor memory of one warm step, MiB (CPU)\n\n"
@@ -91,7 +92,8 @@ def e2e_table(result: dict[str, Any]) -> str:
         f"{parts['backward_full'] * 1e3:.1f} ms (medians; the floor's inputs)\n"
     )
     lines = [
-        "| method | s/step | p25-p75 s | x AdamW | x SAM | floor x AdamW | active | peak MiB |",
+        "| method | s/step (median; RST: mean) | p25-p75 s | x AdamW | x SAM | floor x AdamW "
+        "| active | peak MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
@@ -99,7 +101,7 @@ def e2e_table(result: dict[str, Any]) -> str:
             lines.append(f"| {r['method']} | failed: {r.get('error', '')[:80]} | | | | | | |")
             continue
         lines.append(
-            f"| {r['method']} | {r['median_s']:.4f} | {r['p25_s']:.4f}-{r['p75_s']:.4f} | "
+            f"| {r['method']} | {per_step_s(r):.4f} | {r['p25_s']:.4f}-{r['p75_s']:.4f} | "
             f"{_num(r.get('ratio_to_adamw'))} | {_num(r.get('ratio_to_sam'))} | "
             f"{_num(r.get('floor_ratio_to_adamw'))} | {r['active_fraction']:.3f} | "
             f"{_num(r.get('peak_mib'), '{:.0f}')} |"

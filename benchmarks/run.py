@@ -31,7 +31,7 @@ import torch
 
 from slsam_kernels.apps.demo.cli import DefaultsHelpFormatter
 from slsam_kernels.apps.measure.outputs import refuse_to_overwrite, run_folder
-from slsam_kernels.apps.measure.provenance import git_revision
+from slsam_kernels.apps.measure.provenance import cpu_name, git_revision
 
 from . import e2e, memory_breakdown, report
 from .cases import run_case
@@ -165,24 +165,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError, StopIteration):
-        return next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return platform.processor() or platform.machine()
-
-
 def machine(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     with contextlib.suppress(OSError):
         mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return {
         "device": str(device),
         "device_name": name,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "ram_gib": round(mem_kib / 2**20, 1) if "mem_kib" in locals() else None,

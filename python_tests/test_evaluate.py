@@ -20,6 +20,7 @@ from slsam_kernels.apps.evaluate import cli, protocol, report
 from slsam_kernels.apps.evaluate.arms import ArmRecorder
 from slsam_kernels.apps.evaluate.config import CONFIGS, EvalConfig, TaskSpec
 from slsam_kernels.apps.evaluate.estimate import estimate_seconds
+from slsam_kernels.apps.measure.provenance import cpu_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -88,6 +89,7 @@ def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys, monke
     assert record["config"]["seeds"] == [0, 1]
     assert record["git_revision"] == "abc1234"
     assert record["versions"]["torch"] == torch.__version__
+    assert record["machine"]["cpu"] == cpu_name()  # timings differ from one CPU to another
     assert [s["noise"] for s in record["settings"]] == [0.0, 0.4]
     for setting in record["settings"]:
         assert setting["lr"] in setting["lr_grid"] and setting["rho"] in setting["rho_grid"]
@@ -107,6 +109,7 @@ def test_evaluate_writes_json_markdown_and_charts(blobs, tmp_path, capsys, monke
         assert all("arms" in r for r in slsam_runs)
         assert not any("arms" in r for r in setting["runs"] if r not in slsam_runs)
     markdown = (tmp_path / "results.md").read_text()
+    assert f"git abc1234, cpu, {cpu_name()}, " in markdown
     for method in methods:
         assert markdown.count(f"| {method} (") == 2
     assert markdown.count("- slsam-0.5 minus SAM: ") == 2

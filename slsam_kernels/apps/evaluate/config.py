@@ -245,14 +245,13 @@ CONFIGS: dict[str, EvalConfig] = {
     # x 16 = 9,600 examples are 6 epochs: with 5,400 (1.8 epochs) SAM did not beat SGD (2026-12-06,
     # 3 seeds: 0.788 vs 0.790 at 0% noise, 0.693 vs 0.688 at 40%), while with more epochs on noisy
     # labels it did (`medium`, 3.6 epochs: +4.2 points at 40%). For the same reason the text task
-    # fits 400 articles (150 x 8 = 1,200 examples, 3 epochs; not yet run at this size). Runtime on 2
-    # idle cores: about 47 minutes per image setting, measured (`estimate.py` said 35 before it
-    # learnt that a batch-16 step costs 0.73x a batch-32 step, not half; it now says 54), about 160
-    # minutes in all by the estimate: more than two hours, so run it a setting at a time (`--tasks
-    # image --noise 0.4`) and merge the records with `--from-json`. The base optimizer is continued
-    # to SAM's time as well (`equal_time_base`): in the demo of 2026-12-06 SGD with more steps
-    # reached SAM's accuracy first. Left out: slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add
-    # them with --methods.
+    # fits 400 articles (150 x 8 = 1,200 examples, 3 epochs). Runtime on 2 idle cores, measured
+    # 2026-12-06: 48 and 52 minutes per image setting, 21 per text setting (`estimate.py` says 54
+    # and 27), about 140 minutes in all: more than two hours, so run it a setting at a time
+    # (`--tasks image --noise 0.4`) and merge the records with `--from-json`. The base optimizer is
+    # continued to SAM's time as well (`equal_time_base`): in the demo of 2026-12-06 SGD with more
+    # steps reached SAM's accuracy first. Left out: slsam-all-0.1, slsam-all-0.2-hold10 and
+    # rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from slsam_kernels._version import __version__
-from slsam_kernels.apps.measure.provenance import git_revision
+from slsam_kernels.apps.measure.provenance import cpu_name, git_revision
 
 from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
 from .config import EvalConfig
@@ -69,6 +69,7 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": load_average(),
@@ -129,6 +130,7 @@ def merge(records: list[dict[str, Any]]) -> dict[str, Any]:
             "settings": [f"{s['task']} {s['noise']:.0%}" for s in r["settings"]],
             "created": r["created"],
             "git_revision": r["git_revision"],
+            "cpu": r["machine"].get("cpu", "CPU model not recorded"),
             "total_seconds": r["total_seconds"],
             "load_average_at_start": r["machine"]["load_average_at_start"],
             "load_average": r["machine"]["load_average"],
@@ -147,7 +149,8 @@ def _parts_lines(record: dict[str, Any]) -> list[str]:
     """A line per merged evaluation: its settings, when and where it ran."""
     return [
         f"- {', '.join(part['settings'])}: {part['created']}, git {part['git_revision']}, "
-        f"{part['total_seconds']:.0f} s, load average at the start "
+        f"{part.get('cpu', 'CPU model not recorded')}, {part['total_seconds']:.0f} s, load "
+        "average at the start "
         f"{part['load_average_at_start']} and end {part['load_average']}"
         for part in record.get("parts", [])
     ]
@@ -178,8 +181,9 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"# Evaluation `{record['config']['name']}`",
         "",
         f"{record['created']}, git {record['git_revision']}, {record['device']}, "
-        f"{m['cpu_count']} CPUs ({m['torch_threads']} torch threads), load average at the "
-        f"start {m['load_average_at_start']} and end {m['load_average']}; "
+        f"{m.get('cpu', 'CPU model not recorded')}, {m['cpu_count']} CPUs "
+        f"({m['torch_threads']} torch threads), load average at the start "
+        f"{m['load_average_at_start']} and end {m['load_average']}; "
         f"{record['total_seconds']:.0f} s in all. Test accuracy: "
         f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
     ]

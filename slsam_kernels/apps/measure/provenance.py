@@ -1,9 +1,23 @@
-"""Where a measurement came from: the checkout's git revision, for result files."""
+"""Where a measurement came from: the checkout's git revision and the CPU, for result
+files."""
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import subprocess
 from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    with contextlib.suppress(OSError, StopIteration):
+        return next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    return platform.processor() or platform.machine()
 
 
 def git_revision(path: Path, short: bool = False) -> str:
