@@ -90,6 +90,10 @@ def versions() -> dict[str, str]:
     return found
 
 
+#: What a record made before records named the CPU model says in its place.
+UNRECORDED_CPU = "CPU model not recorded"
+
+
 def code_revision() -> str:
     """The git revision of the checkout this package runs from."""
     return git_revision(Path(__file__).parent)
@@ -130,7 +134,7 @@ def merge(records: list[dict[str, Any]]) -> dict[str, Any]:
             "settings": [f"{s['task']} {s['noise']:.0%}" for s in r["settings"]],
             "created": r["created"],
             "git_revision": r["git_revision"],
-            "cpu": r["machine"].get("cpu", "CPU model not recorded"),
+            "cpu": r["machine"].get("cpu", UNRECORDED_CPU),
             "total_seconds": r["total_seconds"],
             "load_average_at_start": r["machine"]["load_average_at_start"],
             "load_average": r["machine"]["load_average"],
@@ -149,9 +153,9 @@ def _parts_lines(record: dict[str, Any]) -> list[str]:
     """A line per merged evaluation: its settings, when and where it ran."""
     return [
         f"- {', '.join(part['settings'])}: {part['created']}, git {part['git_revision']}, "
-        f"{part.get('cpu', 'CPU model not recorded')}, {part['total_seconds']:.0f} s, load "
-        "average at the start "
-        f"{part['load_average_at_start']} and end {part['load_average']}"
+        f"{part.get('cpu', UNRECORDED_CPU)}, {part['total_seconds']:.0f} s, "
+        f"load average at the start {part['load_average_at_start']} and end "
+        f"{part['load_average']}"
         for part in record.get("parts", [])
     ]
 
@@ -181,7 +185,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"# Evaluation `{record['config']['name']}`",
         "",
         f"{record['created']}, git {record['git_revision']}, {record['device']}, "
-        f"{m.get('cpu', 'CPU model not recorded')}, {m['cpu_count']} CPUs "
+        f"{m.get('cpu', UNRECORDED_CPU)}, {m['cpu_count']} CPUs "
         f"({m['torch_threads']} torch threads), load average at the start "
         f"{m['load_average_at_start']} and end {m['load_average']}; "
         f"{record['total_seconds']:.0f} s in all. Test accuracy: "
