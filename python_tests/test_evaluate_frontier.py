@@ -249,6 +249,75 @@ def test_settings_run_apart_merge_into_one_report(blobs_frontier, tmp_path, caps
     assert "records of one configuration merge" in capsys.readouterr().err
 
 
+def test_tuned_once_per_task_and_side_variants_run_two_seeds_untuned_and_uncontinued(
+    blobs_frontier, tmp_path, monkeypatch
+):
+    side = ("slsam-0.2", "slsam-all-0.2")
+    spec = replace(blobs_frontier.tasks[0], noises=(0.4, 0.0))
+    config = replace(
+        blobs_frontier,
+        tasks=(spec,),
+        variants=(*blobs_frontier.variants, "slsam-0.2"),
+        seeds=(0, 1, 2),
+        equal_time=True,
+        equal_time_base=True,
+        tune_once=True,
+        side_variants=side,
+    )
+    monkeypatch.setitem(CONFIGS, "blobs", config)
+    tuning_runs = []  # (noise, method, lr, rho) of every run scored on the validation split
+    side_rhos = set()  # the rho of the side variants' runs on the test split
+    real = demo_train.train_and_test
+
+    def spy(method, build_model, data, optim, run, *args, **kwargs):
+        if len(data.test.labels) == spec.val_size:
+            tuning_runs.append((noise_now[0], method, optim.lr, optim.rho))
+        elif method == "slsam" and optim.sam_schedule is None:  # slsam-0.2, slsam-all-0.2
+            side_rhos.add(optim.rho)
+        return real(method, build_model, data, optim, run, *args, **kwargs)
+
+    noise_now = [None]
+    real_prepare = BLOBS.prepare
+
+    def prepare(train_size, test_size, noise, seed, **options):
+        noise_now[0] = noise
+        return real_prepare(train_size, test_size, noise, seed, **options)
+
+    monkeypatch.setitem(tasks.TASKS, "blobs", replace(BLOBS, prepare=prepare))
+    monkeypatch.setattr(demo_train, "train_and_test", spy)
+    assert cli.main(["--config", "blobs", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert tuning_runs and {noise for noise, *_ in tuning_runs} == {0.4}
+    # slsam-all-0.2 tunes its rho when it is not a side variant, never as one
+    assert [rho for _, method, _, rho in tuning_runs if method == "slsam"] == [0.05, 0.5]
+    record = json.loads((tmp_path / "results.json").read_text())
+    forty, zero = record["settings"]
+    assert forty["tuned_at_noise"] == zero["tuned_at_noise"] == 0.4
+    assert (zero["lr"], zero["rho_by_variant"]) == (forty["lr"], forty["rho_by_variant"])
+    assert set(forty["rho_by_variant"]) == {"slsam-all-0.2-late"}
+    for setting in (forty, zero):
+        seeds = {}
+        for run in setting["runs"]:
+            seeds.setdefault((run["variant"], run["budget"]), []).append(run["seed"])
+        for name in side:
+            assert seeds[(name, "steps")] == [0, 1] and (name, "time") not in seeds
+        assert seeds[("sam", "steps")] == seeds[("slsam-all-0.2-late", "time")] == [0, 1, 2]
+    assert side_rhos == {0.05}  # SAM's rho
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.count("Tuned at 40% label noise and reused here.") == 1
+    assert "Side variants, reported beside the goal and not judged on it: slsam-0.2, " in markdown
+
+
+def test_side_variants_must_be_run_and_leave_sam_out():
+    config = CONFIGS["frontier"]
+    for side in (("sam",), ("slsam-all-0.1",)):
+        with pytest.raises(ValueError, match="side_variants must be among the variants"):
+            replace(config, side_variants=side)
+    chosen = config.select(variants=["base", "sam", "slsam-0.2"])
+    assert chosen.side_variants == ("slsam-0.2",)
+    assert chosen.seeds_of("slsam-0.2") == (0, 1) and chosen.seeds_of("base") == (0, 1, 2)
+    assert "slsam-0.2" not in chosen.equal_time_variants
+
+
 def test_from_json_names_an_unreadable_record(tmp_path, capsys):
     assert cli.main(["--from-json", str(tmp_path / "absent.json")]) == 2
     assert "cannot read the evaluation record" in capsys.readouterr().err

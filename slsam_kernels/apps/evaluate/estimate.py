@@ -72,42 +72,54 @@ def relative_cost(variant: str) -> float:
 def estimate_seconds(config: EvalConfig) -> dict[str, float]:
     """Estimated seconds per ``task@noise`` setting, and ``total``."""
     out: dict[str, float] = {}
-    seeds = len(config.seeds)
     for spec in config.tasks:
         step = base_step_seconds(spec)
-        bar_variants = sum(VARIANTS[v].method in ("nbar", "obar") for v in config.variants)
-        bar_tuning = bar_variants * len(spec.bar_grid) if len(spec.bar_grid) > 1 else 0
-        tune_runs = len(spec.lr_grid) + (len(spec.rho_grid) if len(spec.rho_grid) > 1 else 0)
-        tune_runs += bar_tuning
-        tune_steps = len(spec.lr_grid) + SAM_COST * (len(spec.rho_grid) > 1) * len(spec.rho_grid)
-        tune_steps += bar_tuning
-        rho_tuned = [v for v in config.variants if VARIANTS[v].tune_rho]
-        if len(spec.sparse_rho_grid) > 1:
-            tune_runs += len(rho_tuned) * len(spec.sparse_rho_grid)
-            tune_steps += len(spec.sparse_rho_grid) * sum(relative_cost(v) for v in rho_tuned)
-        train_steps = seeds * sum(relative_cost(v) for v in config.variants)
-        runs = tune_runs + seeds * len(config.variants)
-        eval_examples = tune_runs * spec.val_size + seeds * len(config.variants) * spec.test_size
-        warm_up = sum(relative_cost(v) for v in config.variants)
-        extra_steps = seeds * sum(
-            max(0.0, SAM_COST - relative_cost(v)) for v in config.equal_time_variants
-        )
-        eval_examples += seeds * len(config.equal_time_variants) * spec.test_size
-        if spec.curve_every is not None:
-            # each run's points; a continued run's reach SAM's time
-            run_steps = sum(
-                spec.steps * (SAM_COST / relative_cost(v) if v in config.equal_time_variants else 1)
-                for v in config.variants
-            )
-            eval_examples += seeds * run_steps / spec.curve_every * spec.val_size
-        seconds = (
-            (tune_steps + train_steps + extra_steps) * spec.steps * step
-            + eval_examples * step / spec.batch_size / 3
-            + runs * BUILD_S.get(spec.task, 1.0)
-            + SETTING_OVERHEAD_S
-            + warm_up * step
-        )
-        for noise in spec.noises:
-            out[f"{spec.task}@{noise:g}"] = seconds
+        build = BUILD_S.get(spec.task, 1.0)
+        eval_step = step / spec.batch_size / 3  # per example evaluated
+        tuning = _tuning_seconds(spec, config, step, build, eval_step)
+        runs = _runs_seconds(spec, config, step, build, eval_step)
+        for index, noise in enumerate(spec.noises):
+            tuned_here = index == 0 or not config.tune_once
+            out[f"{spec.task}@{noise:g}"] = runs + (tuning if tuned_here else 0.0)
     out["total"] = sum(out.values())
     return out
+
+
+def _tuning_seconds(
+    spec: TaskSpec, config: EvalConfig, step: float, build: float, eval_step: float
+) -> float:
+    """One setting's tuning runs on the validation split."""
+    bar_variants = sum(VARIANTS[v].method in ("nbar", "obar") for v in config.variants)
+    bar_tuning = bar_variants * len(spec.bar_grid) if len(spec.bar_grid) > 1 else 0
+    tune_runs = len(spec.lr_grid) + (len(spec.rho_grid) if len(spec.rho_grid) > 1 else 0)
+    tune_runs += bar_tuning
+    tune_steps = len(spec.lr_grid) + SAM_COST * (len(spec.rho_grid) > 1) * len(spec.rho_grid)
+    tune_steps += bar_tuning
+    rho_tuned = [
+        v for v in config.variants if VARIANTS[v].tune_rho and v not in config.side_variants
+    ]
+    if len(spec.sparse_rho_grid) > 1:
+        tune_runs += len(rho_tuned) * len(spec.sparse_rho_grid)
+        tune_steps += len(spec.sparse_rho_grid) * sum(relative_cost(v) for v in rho_tuned)
+    return tune_steps * spec.steps * step + tune_runs * (spec.val_size * eval_step + build)
+
+
+def _runs_seconds(
+    spec: TaskSpec, config: EvalConfig, step: float, build: float, eval_step: float
+) -> float:
+    """One setting's runs on the test split (continued to SAM's time where they are), their
+    curves, the data loading and the warm-up."""
+    seconds = SETTING_OVERHEAD_S + step * sum(relative_cost(v) for v in config.variants)
+    for v in config.variants:
+        seeds = len(config.seeds_of(v))
+        continued = v in config.equal_time_variants
+        steps = spec.steps * relative_cost(v)
+        if continued:
+            steps += spec.steps * max(0.0, SAM_COST - relative_cost(v))
+        examples = spec.test_size * (2 if continued else 1)
+        if spec.curve_every is not None:
+            # each run's points; a continued run's reach SAM's time
+            run_steps = spec.steps * (SAM_COST / relative_cost(v) if continued else 1)
+            examples += run_steps / spec.curve_every * spec.val_size
+        seconds += seeds * (steps * step + examples * eval_step + build)
+    return seconds

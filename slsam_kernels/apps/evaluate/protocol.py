@@ -1,6 +1,7 @@
 """The protocol: carve a validation split, tune the base learning rate (and optionally rho) on
-it with one seed, then train every method with every seed and test it once; the equal-time
-variants are then trained on to SAM's time with the same seed and tested again."""
+it with one seed (once per task with ``tune_once``), then train every method with its seeds and
+test it once; the equal-time variants are then trained on to SAM's time with the same seed and
+tested again."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ class Setting:
     #: Per variant with ``tune_rho``: its rho grid, their validation accuracies, the choice.
     rho_by_variant: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: The noise level the tuning above ran at (another than ``noise`` with ``tune_once``).
+    tuned_at_noise: float | None = None
 
 
 def carve_validation(data: LabelledData, val_size: int, seed: int) -> Splits:
@@ -128,10 +131,56 @@ def evaluate_setting(
     config: EvalConfig,
     device: torch.device,
     log: Log,
+    tuned: Setting | None = None,
 ) -> Setting:
-    """Tune on the validation split, then run every variant with every seed on the test split."""
-    base = TASKS[spec.task].defaults.base
+    """Tune on the validation split (or take ``tuned``'s choices, another noise level's),
+    then run every variant with its seeds on the test split."""
     splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
+    if tuned is None:
+        setting = _tune(spec, noise, prepared, splits, config, device, log)
+    else:
+        setting = replace(tuned, noise=noise, runs=[])
+        log(
+            f"    tuned at {tuned.tuned_at_noise:.0%} label noise: lr {tuned.lr:g}, rho "
+            f"{tuned.rho:g}"
+            + "".join(
+                f", {name} rho {chosen['rho']:g}" for name, chosen in tuned.rho_by_variant.items()
+            )
+        )
+    run_order = list(config.variants)
+    if config.equal_time_variants:
+        run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
+    sam_seconds: dict[int, float] = {}
+    for name in run_order:
+        for seed in config.seeds_of(name):
+            budget = sam_seconds[seed] if name in config.equal_time_variants else None
+            records = _train_variant(name, seed, budget, spec, setting, prepared, splits, device)
+            for record in records:
+                log(
+                    f"    {name:<16} seed {seed}, {record['steps']:>4} steps: test acc "
+                    f"{record['accuracy']:.3f}, {record['seconds_per_step']:.3f} s/step, active "
+                    f"{record['active_fraction']:.3f}"
+                )
+            if name == "sam":
+                sam_seconds[seed] = records[0]["seconds_per_step"] * records[0]["steps"]
+            setting.runs += records
+    order = {name: i for i, name in enumerate(config.variants)}
+    setting.runs.sort(key=lambda r: (order[r["variant"]], r["budget"] == "time", r["seed"]))
+    return setting
+
+
+def _tune(
+    spec: TaskSpec,
+    noise: float,
+    prepared: Prepared,
+    splits: Splits,
+    config: EvalConfig,
+    device: torch.device,
+    log: Log,
+) -> Setting:
+    """The setting's tuning on the validation split with the first seed: the base learning
+    rate, SAM's rho, BAR's (mu, schedule) and the rho of the variants with ``tune_rho``."""
+    base = TASKS[spec.task].defaults.base
     tune_seed = config.seeds[0]
 
     def val_accuracy(
@@ -168,6 +217,7 @@ def evaluate_setting(
         val_acc_by_rho=rho_scores,
         rho=rho,
         asam_rho=spec.asam_rho,
+        tuned_at_noise=noise,
     )
     for name in config.variants:
         method = VARIANTS[name].method
@@ -188,7 +238,7 @@ def evaluate_setting(
         log(f"    chosen for {name}: mu {mu:g}, {schedule} schedule")
     for name in config.variants:
         variant = VARIANTS[name]
-        if not variant.tune_rho or not spec.sparse_rho_grid:
+        if not variant.tune_rho or not spec.sparse_rho_grid or name in config.side_variants:
             continue
         scores, chosen = _grid_search(
             spec.sparse_rho_grid,
@@ -202,25 +252,6 @@ def evaluate_setting(
             "rho": chosen,
         }
         log(f"    chosen for {name}: rho {chosen:g}")
-    run_order = list(config.variants)
-    if config.equal_time_variants:
-        run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
-    sam_seconds: dict[int, float] = {}
-    for name in run_order:
-        for seed in config.seeds:
-            budget = sam_seconds[seed] if name in config.equal_time_variants else None
-            records = _train_variant(name, seed, budget, spec, setting, prepared, splits, device)
-            for record in records:
-                log(
-                    f"    {name:<16} seed {seed}, {record['steps']:>4} steps: test acc "
-                    f"{record['accuracy']:.3f}, {record['seconds_per_step']:.3f} s/step, active "
-                    f"{record['active_fraction']:.3f}"
-                )
-            if name == "sam":
-                sam_seconds[seed] = records[0]["seconds_per_step"] * records[0]["steps"]
-            setting.runs += records
-    order = {name: i for i, name in enumerate(config.variants)}
-    setting.runs.sort(key=lambda r: (order[r["variant"]], r["budget"] == "time", r["seed"]))
     return setting
 
 
@@ -298,6 +329,7 @@ def run_evaluation(config: EvalConfig, device: torch.device, log: Log = print) -
     for spec in config.tasks:
         base = TASKS[spec.task].defaults.base
         methods = sorted({base, "sam"} | {VARIANTS[v].method for v in config.variants} - {"base"})
+        tuned: Setting | None = None
         for noise in spec.noises:
             log(
                 f"[{time.perf_counter() - started:6.0f} s] {spec.task}, {noise:.0%} label noise: "
@@ -315,6 +347,9 @@ def run_evaluation(config: EvalConfig, device: torch.device, log: Log = print) -
                 warm_optim,
                 _run_config(spec, config.seeds[0], device),
             )
-            settings.append(evaluate_setting(spec, noise, prepared, config, device, log))
+            setting = evaluate_setting(spec, noise, prepared, config, device, log, tuned)
+            if config.tune_once and tuned is None:
+                tuned = setting
+            settings.append(setting)
     log(f"[{time.perf_counter() - started:6.0f} s] done")
     return settings

@@ -18,7 +18,7 @@ from slsam_kernels._version import __version__
 from slsam_kernels.apps.measure.provenance import cpu_name, git_revision
 
 from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
-from .config import EvalConfig
+from .config import SIDE_SEEDS, EvalConfig
 from .curves import time_to_sam_lines
 from .frontier_goal import frontier_goal_lines
 from .protocol import Setting
@@ -189,7 +189,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"({m['torch_threads']} torch threads), load average at the start "
         f"{m['load_average_at_start']} and end {m['load_average']}; "
         f"{record['total_seconds']:.0f} s in all. Test accuracy: "
-        f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON).",
+        f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON)."
+        + _side_note(record["config"]),
     ]
     if "parts" in record:
         lines += ["", "Merged from evaluations run apart (the header is the first's):", ""]
@@ -201,7 +202,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             "",
             f"## {setting['task']}, {setting['noise']:.0%} label noise",
             "",
-            f"Validation accuracy (1 seed) by {setting['base']} lr: "
+            f"{_tuned_where(setting)}Validation accuracy (1 seed) by {setting['base']} lr: "
             f"{_grid(setting['lr_grid'], setting['val_acc_by_lr'])} -> lr {setting['lr']:g}; "
             f"by SAM rho: {_grid(setting['rho_grid'], setting['val_acc_by_rho'])} -> rho "
             f"{setting['rho']:g}; ASAM rho {setting['asam_rho']:g}.",
@@ -230,6 +231,25 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += goal_lines(record)
     lines += frontier_goal_lines(record)
     return "\n".join(lines) + "\n"
+
+
+def _side_note(config: dict[str, Any]) -> str:
+    """The header's words on the side variants (run with fewer seeds, never continued)."""
+    side = config.get("side_variants") or []
+    if not side:
+        return ""
+    return (
+        f" Side variants, reported beside the goal and not judged on it: {', '.join(side)}, "
+        f"seeds {config['seeds'][:SIDE_SEEDS]}, not continued to SAM's time."
+    )
+
+
+def _tuned_where(setting: dict[str, Any]) -> str:
+    """Where the setting's tuning ran, when at another noise level (``tune_once``)."""
+    at = setting.get("tuned_at_noise")
+    if at is None or at == setting["noise"]:
+        return ""
+    return f"Tuned at {at:.0%} label noise and reused here. "
 
 
 def _top_arms(runs: list[dict[str, Any]], top: int = 5) -> list[str]:
