@@ -93,6 +93,12 @@ def active_fraction_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def side_variants(record: dict[str, Any]) -> set[str]:
+    """The record's side variants (none in records from before the option, or without a
+    configuration)."""
+    return set(record.get("config", {}).get("side_variants") or ())
+
+
 def goal_lines(record: dict[str, Any]) -> list[str]:
     """The goal check per SL-SAM variant and setting: active fraction at most
     :data:`GOAL_ACTIVE`, mean test accuracy at most :data:`GOAL_GAP` below SAM's at equal
@@ -101,6 +107,7 @@ def goal_lines(record: dict[str, Any]) -> list[str]:
     if not table:
         return []
     labels = [_label(s) for s in record["settings"]]
+    side = side_variants(record)
     cells: dict[str, dict[str, str]] = {v: {} for v in table}
     for setting in record["settings"]:
         sam, label = _sam(setting), _label(setting)
@@ -109,7 +116,9 @@ def goal_lines(record: dict[str, Any]) -> list[str]:
         timed = {r["variant"]: r for r in rows_of(setting, "time")}
         for variant, by_label in table.items():
             if label in by_label:
-                cells[variant][label] = _goal_cell(by_label[label], timed.get(variant), sam)
+                cells[variant][label] = _goal_cell(
+                    by_label[label], timed.get(variant), sam, variant in side
+                )
     lines = [
         "",
         "## Goal check: SL-SAM near SAM with at most half the elements active",
@@ -126,7 +135,10 @@ def goal_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _goal_cell(steps: dict[str, Any], timed: dict[str, Any] | None, sam: dict[str, Any]) -> str:
+def _goal_cell(
+    steps: dict[str, Any], timed: dict[str, Any] | None, sam: dict[str, Any], side: bool
+) -> str:
+    """A variant's cell; a side variant's carries no verdict (the goal is not judged on it)."""
     gap = steps["acc_mean"] - sam["acc_mean"]
     met = steps["active_fraction"] <= GOAL_ACTIVE and gap >= -GOAL_GAP
     text = f"{steps['active_fraction']:.2f}; {gap:+.3f}"
@@ -134,4 +146,6 @@ def _goal_cell(steps: dict[str, Any], timed: dict[str, Any] | None, sam: dict[st
         timed_gap = timed["acc_mean"] - sam["acc_mean"]
         met = met and timed_gap >= 0
         text += f"; {timed_gap:+.3f}"
+    if side:
+        return f"{text}: side variant, not judged"
     return f"{text}: {'yes' if met else 'no'}"

@@ -73,10 +73,11 @@ class EvalConfig:
     runs continued until it has spent the timed training seconds of SAM's run with the same
     seed (``demo.train.train_and_test``'s ``budget_seconds``); only when SAM is among the
     variants. ``equal_time_base``: continue the base optimizer's runs too (is SAM's accuracy
-    reached sooner without SAM at all?). ``tune_once``: tune the learning rate and rho at a
-    task's first noise level only, and reuse them at its others. ``side_variants``: reported
-    beside the goal, not judged on it: run with the first ``SIDE_SEEDS`` seeds at SAM's rho
-    (never tuned) and never continued to SAM's time."""
+    reached sooner without SAM at all?). ``tune_once``: tune at a task's first noise level only
+    (learning rate, rho, BAR's (mu, schedule)) and reuse every choice at its others; a run
+    selecting one noise level (``--noise``) tunes at that one. ``side_variants``: reported
+    beside the goal, not judged on it: run with the first ``SIDE_SEEDS`` seeds at their rho
+    untuned (SAM's, or the variant's own) and never continued to SAM's time."""
 
     name: str
     tasks: tuple[TaskSpec, ...]
@@ -99,11 +100,12 @@ class EvalConfig:
             )
         if not self.seeds or not self.tasks:
             raise ValueError("an evaluation needs at least one seed and one task")
+        references = sorted({"sam", "base"} & set(self.side_variants))
         stray = sorted(set(self.side_variants) - set(self.variants))
-        if stray or "sam" in self.side_variants:
+        if stray or references:
             raise ValueError(
-                f"side_variants must be among the variants and leave out sam (the reference), "
-                f"got {', '.join(stray) or 'sam'}"
+                "side_variants must be among the variants and leave out sam and base (the "
+                f"references), got {', '.join(stray + references)}"
             )
 
     def seeds_of(self, variant: str) -> tuple[int, ...]:
@@ -272,16 +274,17 @@ CONFIGS: dict[str, EvalConfig] = {
     # fits 400 articles (150 x 8 = 1,200 examples, 3 epochs). The base optimizer is continued to
     # SAM's time as well (`equal_time_base`): in the demo of 2026-12-06 SGD with more steps reached
     # SAM's accuracy first.
-    # Sizing for 120 minutes on 2 idle cores. Run a setting at a time on 2026-12-06 (Intel Xeon),
-    # every method tuned per setting, 3 seeds and continued, this took 48 (image 0%), 21 and 21
-    # (text) minutes, and image 40% 52 on an AMD EPYC: about 142 in all. Three cuts, each from those
-    # runs' evidence: the learning rate and rho are tuned at 0% noise only and reused at 40%
-    # (`tune_once`: both tasks chose the same lr at both noise levels, and the descent="all"
-    # variants the same rho); the two descent-sparsifying SL-SAM variants, 7-29 points behind SAM
-    # at equal steps in all four settings, are side variants: two seeds at SAM's rho (their tuning
-    # chose it in 3 of 4 settings), not continued to SAM's time. Those runs' costs less what is cut
-    # come to about 104 minutes. Left out: slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add
-    # them with --methods.
+    # Sized for 120 minutes on 2 idle cores. Before the cuts below, run a setting at a time on
+    # 2026-12-06 with every method tuned per setting, on 3 seeds and continued, the settings took
+    # 48 (image 0%) and 21 and 21 (text) minutes on an Intel Xeon and 52 (image 40%) on an AMD
+    # EPYC: 142 in all. Two cuts, each from those runs: (1) tune at 0% noise only and reuse the
+    # choices at 40% (`tune_once`): both tasks chose the same lr at both noise levels, and the
+    # descent="all" variants the same rho; (2) the two descent-sparsifying SL-SAM variants, 7-29
+    # points behind SAM at equal steps in all four settings, are side variants: two seeds, SAM's
+    # rho (the robust bandit's tuning chose it in 3 of 4 settings), not continued to SAM's time.
+    # Measured after the cuts, the whole configuration in one run: 119 minutes on an AMD EPYC
+    # (2026-12-06 07:57-09:56 UTC; the estimate says 123), its text steps 1.45x the Intel Xeon's.
+    # Left out: slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(

@@ -9,7 +9,7 @@ from typing import Any
 
 from slsam_kernels.apps.demo.curves import TOLERANCE, ratio_cell
 
-from .comparisons import rows_of
+from .comparisons import rows_of, side_variants
 from .curves import time_to_sam
 
 #: The goal's time, as a multiple of SAM's training time, and the moonshot's.
@@ -25,13 +25,16 @@ def noise_of(a: dict[str, Any], b: dict[str, Any]) -> float:
     return NOISE_SE * math.hypot(a["acc_se"], b["acc_se"])
 
 
-def goal_cell(row: dict[str, Any], sam: dict[str, Any], val: str) -> str:
+def goal_cell(row: dict[str, Any], sam: dict[str, Any], val: str, side: bool = False) -> str:
     """One method's cell: test accuracy minus SAM's (its noise), its time over SAM's, its time
-    to SAM's validation accuracy (``val``, already written out) and the verdict."""
+    to SAM's validation accuracy (``val``, already written out) and the verdict (none for a
+    side variant, which the goal is not judged on)."""
     gap, time = row["acc_mean"] - sam["acc_mean"], row["train_seconds"] / sam["train_seconds"]
     reached = gap >= -TOLERANCE and time <= GOAL_TIME
     verdict = "no"
-    if reached:
+    if side:
+        verdict = f"side variant, {row['seeds']} seeds, not judged"
+    elif reached:
         verdict = "**moonshot**" if time <= MOONSHOT_TIME else "**yes**"
     inside = " (inside noise)" if abs(gap) <= noise_of(row, sam) else ""
     return f"{100 * gap:+.1f} pt{inside} at {time:.2f}x; val {val}: {verdict}"
@@ -70,11 +73,14 @@ def frontier_goal_lines(record: dict[str, Any]) -> list[str]:
         "| --- |" + " --- |" * len(labels),
         "| SAM minus base | " + " | ".join(sam_rows) + " |",
     ]
+    side = side_variants(record)
     for name in judged[0][1]:
         if name == "sam":
             continue
         cells = [
-            goal_cell(rows[name], rows["sam"], _val_time(ratios, name)) if name in rows else ""
+            goal_cell(rows[name], rows["sam"], _val_time(ratios, name), name in side)
+            if name in rows
+            else ""
             for _, rows, ratios in judged
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

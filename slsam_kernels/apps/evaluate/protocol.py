@@ -5,6 +5,7 @@ tested again."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -131,21 +132,28 @@ def evaluate_setting(
     config: EvalConfig,
     device: torch.device,
     log: Log,
-    tuned: Setting | None = None,
+    reuse_tuning_of: Setting | None = None,
 ) -> Setting:
-    """Tune on the validation split (or take ``tuned``'s choices, another noise level's),
-    then run every variant with its seeds on the test split."""
+    """Tune on the validation split (or take the choices of ``reuse_tuning_of``, another noise
+    level's), then run every variant with its seeds on the test split."""
     splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
+    tuned = reuse_tuning_of
     if tuned is None:
         setting = _tune(spec, noise, prepared, splits, config, device, log)
     else:
-        setting = replace(tuned, noise=noise, runs=[])
+        setting = replace(
+            tuned,
+            noise=noise,
+            runs=[],
+            bar=copy.deepcopy(tuned.bar),
+            rho_by_variant=copy.deepcopy(tuned.rho_by_variant),
+        )
+        own_rhos = "".join(
+            f", {name} rho {chosen['rho']:g}" for name, chosen in tuned.rho_by_variant.items()
+        )
         log(
-            f"    tuned at {tuned.tuned_at_noise:.0%} label noise: lr {tuned.lr:g}, rho "
-            f"{tuned.rho:g}"
-            + "".join(
-                f", {name} rho {chosen['rho']:g}" for name, chosen in tuned.rho_by_variant.items()
-            )
+            f"    tuned at {tuned.tuned_at_noise:.0%} label noise: lr {tuned.lr:g}, "
+            f"rho {tuned.rho:g}{own_rhos}"
         )
     run_order = list(config.variants)
     if config.equal_time_variants:

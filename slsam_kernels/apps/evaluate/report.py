@@ -216,8 +216,10 @@ def to_markdown(record: dict[str, Any]) -> str:
         ]
         for row in summary:
             peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
+            fewer = len(record["config"]["seeds"]) - row["seeds"]
+            seeds = f", {row['seeds']} seeds" if fewer else ""
             lines.append(
-                f"| {row['variant']} ({row['method']}) | {row['acc_mean']:.3f} ± "
+                f"| {row['variant']} ({row['method']}{seeds}) | {row['acc_mean']:.3f} ± "
                 f"{row['acc_std']:.3f} (SE {row['acc_se']:.3f}) | {row['seconds_per_step']:.3f} | "
                 f"{row['active_fraction']:.3f} | {peak} |"
             )
@@ -240,7 +242,7 @@ def _side_note(config: dict[str, Any]) -> str:
         return ""
     return (
         f" Side variants, reported beside the goal and not judged on it: {', '.join(side)}, "
-        f"seeds {config['seeds'][:SIDE_SEEDS]}, not continued to SAM's time."
+        f"seeds {config['seeds'][:SIDE_SEEDS]}, rho untuned, not continued to SAM's time."
     )
 
 
