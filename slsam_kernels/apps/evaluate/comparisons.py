@@ -93,10 +93,10 @@ def active_fraction_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def side_variants(record: dict[str, Any]) -> set[str]:
-    """The record's side variants (none in records from before the option, or without a
-    configuration)."""
-    return set(record.get("config", {}).get("side_variants") or ())
+def side_variants(record: dict[str, Any]) -> tuple[str, ...]:
+    """The record's side variants, in its configuration's order (none in records from before
+    the option, or without a configuration)."""
+    return tuple(record.get("config", {}).get("side_variants") or ())
 
 
 def goal_lines(record: dict[str, Any]) -> list[str]:

@@ -108,6 +108,14 @@ class EvalConfig:
                 f"references), got {', '.join(stray + references)}"
             )
 
+    @property
+    def rho_tuned_variants(self) -> tuple[str, ...]:
+        """The variants whose rho is tuned on validation: those with ``tune_rho``, side
+        variants left out."""
+        return tuple(
+            v for v in self.variants if VARIANTS[v].tune_rho and v not in self.side_variants
+        )
+
     def seeds_of(self, variant: str) -> tuple[int, ...]:
         """The seeds ``variant`` runs with: every seed, or the first ``SIDE_SEEDS`` for a side
         variant."""

@@ -132,12 +132,11 @@ def evaluate_setting(
     config: EvalConfig,
     device: torch.device,
     log: Log,
-    reuse_tuning_of: Setting | None = None,
+    tuned: Setting | None = None,
 ) -> Setting:
-    """Tune on the validation split (or take the choices of ``reuse_tuning_of``, another noise
-    level's), then run every variant with its seeds on the test split."""
+    """Tune on the validation split, or take the choices of ``tuned`` (another noise level's
+    setting), then run every variant with its seeds on the test split."""
     splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
-    tuned = reuse_tuning_of
     if tuned is None:
         setting = _tune(spec, noise, prepared, splits, config, device, log)
     else:
@@ -244,10 +243,8 @@ def _tune(
             "schedule": schedule,
         }
         log(f"    chosen for {name}: mu {mu:g}, {schedule} schedule")
-    for name in config.variants:
+    for name in config.rho_tuned_variants if spec.sparse_rho_grid else ():
         variant = VARIANTS[name]
-        if not variant.tune_rho or not spec.sparse_rho_grid or name in config.side_variants:
-            continue
         scores, chosen = _grid_search(
             spec.sparse_rho_grid,
             lambda v, variant=variant, name=name: val_accuracy(variant.method, lr, v, variant=name),

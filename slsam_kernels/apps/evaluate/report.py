@@ -17,7 +17,13 @@ import torch
 from slsam_kernels._version import __version__
 from slsam_kernels.apps.measure.provenance import cpu_name, git_revision
 
-from .comparisons import active_fraction_lines, equal_time_lines, goal_lines, rows_of
+from .comparisons import (
+    active_fraction_lines,
+    equal_time_lines,
+    goal_lines,
+    rows_of,
+    side_variants,
+)
 from .config import SIDE_SEEDS, EvalConfig
 from .curves import time_to_sam_lines
 from .frontier_goal import frontier_goal_lines
@@ -190,7 +196,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"{m['load_average_at_start']} and end {m['load_average']}; "
         f"{record['total_seconds']:.0f} s in all. Test accuracy: "
         f"mean ± sample std over seeds {record['config']['seeds']} (min-max in the JSON)."
-        + _side_note(record["config"]),
+        + _side_note(record),
     ]
     if "parts" in record:
         lines += ["", "Merged from evaluations run apart (the header is the first's):", ""]
@@ -235,14 +241,15 @@ def to_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _side_note(config: dict[str, Any]) -> str:
+def _side_note(record: dict[str, Any]) -> str:
     """The header's words on the side variants (run with fewer seeds, never continued)."""
-    side = config.get("side_variants") or []
+    side = side_variants(record)
     if not side:
         return ""
     return (
         f" Side variants, reported beside the goal and not judged on it: {', '.join(side)}, "
-        f"seeds {config['seeds'][:SIDE_SEEDS]}, rho untuned, not continued to SAM's time."
+        f"seeds {record['config']['seeds'][:SIDE_SEEDS]}, rho untuned, not continued to SAM's "
+        "time."
     )
 
 
