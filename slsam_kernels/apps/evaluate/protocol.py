@@ -133,9 +133,11 @@ def evaluate_setting(
     device: torch.device,
     log: Log,
     tuned: Setting | None = None,
+    first_noise: bool = True,
 ) -> Setting:
     """Tune on the validation split, or take the choices of ``tuned`` (another noise level's
-    setting), then run every variant with its seeds on the test split."""
+    setting), then run every variant with its seeds on the test split (``first_noise``: this
+    is the task's first noise level, see ``EvalConfig.variants_at``)."""
     splits = carve_validation(prepared.data, spec.val_size, config.data_seed)
     if tuned is None:
         setting = _tune(spec, noise, prepared, splits, config, device, log)
@@ -154,7 +156,7 @@ def evaluate_setting(
             f"    tuned at {tuned.tuned_at_noise:.0%} label noise: lr {tuned.lr:g}, "
             f"rho {tuned.rho:g}{own_rhos}"
         )
-    run_order = list(config.variants)
+    run_order = list(config.variants_at(first_noise))
     if config.equal_time_variants:
         run_order.sort(key=lambda v: v != "sam")  # SAM first: its times are the budgets
     sam_seconds: dict[int, float] = {}
@@ -257,6 +259,9 @@ def _tune(
             "rho": chosen,
         }
         log(f"    chosen for {name}: rho {chosen:g}")
+    for name, source in config.rho_shared_variants.items() if spec.sparse_rho_grid else ():
+        setting.rho_by_variant[name] = {**setting.rho_by_variant[source], "shared_from": source}
+        log(f"    {name} takes the rho chosen for {source}")
     return setting
 
 
@@ -352,7 +357,10 @@ def run_evaluation(config: EvalConfig, device: torch.device, log: Log = print) -
                 warm_optim,
                 _run_config(spec, config.seeds[0], device),
             )
-            setting = evaluate_setting(spec, noise, prepared, config, device, log, tuned)
+            first_noise = noise == spec.noises[0]
+            setting = evaluate_setting(
+                spec, noise, prepared, config, device, log, tuned, first_noise
+            )
             if config.tune_once and tuned is None:
                 tuned = setting
             settings.append(setting)

@@ -246,10 +246,15 @@ def _side_note(record: dict[str, Any]) -> str:
     side = side_variants(record)
     if not side:
         return ""
+    once = (
+        " at each task's first noise level only,"
+        if record["config"].get("side_variants_once")
+        else ""
+    )
     return (
         f" Side variants, reported beside the goal and not judged on it: {', '.join(side)}, "
-        f"seeds {record['config']['seeds'][:SIDE_SEEDS]}, rho untuned, not continued to SAM's "
-        "time."
+        f"seeds {record['config']['seeds'][:SIDE_SEEDS]},{once} rho untuned, not continued to "
+        "SAM's time."
     )
 
 
@@ -311,9 +316,12 @@ def _bar_tuning(setting: dict[str, Any]) -> list[str]:
 
 
 def _rho_tuning(setting: dict[str, Any]) -> list[str]:
-    """A line per variant that tuned its own rho: validation accuracy by rho, the choice."""
+    """A line per variant that tuned its own rho (validation accuracy by rho, the choice) or
+    took another's."""
     return [
-        f"{name} by rho: {_grid(tuned['grid'], tuned['val_acc'])} -> rho {tuned['rho']:g}."
+        f"{name} takes the rho chosen for {tuned['shared_from']}: rho {tuned['rho']:g}."
+        if "shared_from" in tuned
+        else f"{name} by rho: {_grid(tuned['grid'], tuned['val_acc'])} -> rho {tuned['rho']:g}."
         for name, tuned in setting.get("rho_by_variant", {}).items()
     ]
 
