@@ -317,8 +317,9 @@ CONFIGS: dict[str, EvalConfig] = {
     # that lost everywhere (image 0.01 and 0.03, text 1e-4 and 3e-4) for one below the winner;
     # the paper's SL-SAM and the robust bandit, 7-29 points behind SAM at equal steps in all four
     # settings, are side variants: two seeds, SAM's rho, not continued, at 0% noise only
-    # (`side_variants_once`). Left out: slsam-all-0.1, slsam-all-0.2-hold10 and rst-0.5; add them
-    # with --methods.
+    # (`side_variants_once`). Measured, in one run: 118 minutes (2026-12-06 11:01-12:59 UTC, AMD
+    # EPYC, image SAM steps 1.1-1.2x the morning's). Left out: slsam-all-0.1,
+    # slsam-all-0.2-hold10 and rst-0.5; add them with --methods.
     "frontier": EvalConfig(
         name="frontier",
         tasks=(
