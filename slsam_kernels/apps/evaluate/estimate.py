@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slsam_kernels.apps.demo.tasks import TEXT_MAX_TOKENS
 from slsam_kernels.apps.demo.train import LATE_PHASE_START
 from slsam_kernels.apps.demo.variants import VARIANTS
 
@@ -61,7 +62,7 @@ def base_step_seconds(spec: TaskSpec) -> float:
     (image) or per token of the batch (text; LoRA a share of the text step)."""
     if spec.task == "image":
         return IMAGE_STEP_FIXED_S + IMAGE_STEP_PER_EXAMPLE_S * spec.batch_size
-    tokens = spec.prepare_options.get("max_tokens", 128) * spec.batch_size
+    tokens = _max_tokens(spec) * spec.batch_size
     text_step = TEXT_STEP_FIXED_S + TEXT_STEP_PER_TOKEN_S * tokens
     return text_step * (LORA_STEP_IN_TEXT_STEPS if spec.task == "lora" else 1.0)
 
@@ -78,7 +79,12 @@ def eval_seconds(spec: TaskSpec) -> float:
     """The measured seconds to evaluate one example of ``spec``."""
     if spec.task == "image":
         return IMAGE_EVAL_S
-    return TEXT_EVAL_S_PER_TOKEN * spec.prepare_options.get("max_tokens", 128)
+    return TEXT_EVAL_S_PER_TOKEN * _max_tokens(spec)
+
+
+def _max_tokens(spec: TaskSpec) -> int:
+    """The tokens per article of a text or LoRA task: its option, or the tasks' default."""
+    return spec.prepare_options.get("max_tokens", TEXT_MAX_TOKENS)
 
 
 def relative_cost(variant: str, sam: float = SAM_COST) -> float:
